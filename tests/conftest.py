@@ -1,0 +1,127 @@
+"""Shared test helpers: copies of the project in temp dirs, tiny params, running DVC in them."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from marsseg.datasets import LabelledSet, save_labelled
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = REPO / "stages" / "train.py"
+SHARED_NPZ = REPO.parent / "shared" / "data" / "ai4mars64x128.npz"
+
+# Small enough for a CPU test: the whole pipeline in well under a minute.
+TINY_PARAMS = {
+    "data": {"synthetic": {"n_train": 120, "n_test": 12}},
+    "clean": {"perplexity": 10, "pca_components": 10},
+    "augment": {"copies_min": 1, "copies_max": 1, "rare_copies_min": 2, "rare_copies_max": 2},
+    "model": {"base_filters": 4, "depth": 3},
+    "train": {"epochs": 1, "batch_size": 16},
+}
+
+
+def deep_update(base: dict, overrides: dict) -> dict:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def set_params(root: Path, overrides: dict) -> None:
+    path = root / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump(deep_update(params, overrides), sort_keys=False))
+
+
+def project_env() -> dict:
+    """The environment stage commands need: this interpreter's ``python`` and ``dvc`` first on PATH."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def run(root: Path, *command: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(command), cwd=root, capture_output=True, text=True, env=env or project_env())
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def copy_project(dest: Path, overrides: dict | None = None) -> Path:
+    """A fresh git repo holding the project's files as they are now (tracked and untracked, not ignored)."""
+    listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout
+    for name in filter(None, listing.split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    # Committed metrics/lock describe the default params, not the tiny ones: start clean.
+    for generated in ("dvc.lock", "metrics"):
+        path = dest / generated
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    if overrides:
+        set_params(dest, overrides)
+    run(dest, "git", "init", "-q", "-b", "main")
+    run(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
+    run(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "copy")
+    return dest
+
+
+def stages_run(output: str) -> set[str]:
+    """The stages whose command DVC actually executed, read from ``dvc repro`` / ``dvc exp run`` output."""
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """The whole pipeline run once on tiny params (shared by read-only tests)."""
+    root = copy_project(tmp_path_factory.mktemp("tiny"), TINY_PARAMS)
+    run(root, "dvc", "repro")
+    return root
+
+
+# --- the train stage on its own, in a bare work dir ---------------------------------------------
+
+def blocky_terrain(n: int, seed: int) -> LabelledSet:
+    """Images whose class is readable from brightness bands, so a tiny net learns something."""
+    rng = np.random.default_rng(seed)
+    masks = np.repeat(rng.integers(0, 5, (n, 8, 16)), 8, axis=1).repeat(8, axis=2).astype(np.uint8)
+    images = (masks * 50 + rng.integers(0, 20, masks.shape)).astype(np.uint8)
+    return LabelledSet(images, masks, np.arange(n, dtype=np.int64))
+
+
+def train_workdir(root: Path, epochs: int, n_train: int = 48, extra: dict | None = None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    set_params(root, {**TINY_PARAMS, "train": {"epochs": epochs, "batch_size": 8}, **(extra or {})})
+    save_labelled(root / "data/augment/train.npz", blocky_terrain(n_train, seed=1))
+    save_labelled(root / "data/split/val.npz", blocky_terrain(16, seed=2))
+    return root
+
+
+def train_stage(root: Path, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(TRAIN_SCRIPT)], cwd=root, env=project_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+
+
+def finish(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output
+    return output
+
+
+def finish_failing(process: subprocess.Popen) -> str:
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 2, output
+    return output

@@ -1,0 +1,136 @@
+"""Caching, experiments and the CI metrics check, on copies of the tiny pipeline (DVC for real)."""
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from marsseg.reproduce import moved_metrics
+
+from conftest import run, stages_run
+
+pytestmark = pytest.mark.slow
+
+GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
+
+
+def commit_all(root: Path, message: str) -> None:
+    run(root, *GIT, "add", "-A")
+    run(root, *GIT, "commit", "-q", "--allow-empty", "-m", message)
+
+
+def clone_of(tiny_project: Path, dest: Path) -> Path:
+    """A copy of the tiny project with its DVC cache and outputs, dvc.lock committed."""
+    shutil.copytree(tiny_project, dest, symlinks=True)
+    commit_all(dest, "pipeline run on tiny params")
+    return dest
+
+
+def locked_md5(root: Path, stage: str, path: str) -> str:
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    return next(out["md5"] for out in lock["stages"][stage]["outs"] if out["path"] == path)
+
+
+def mlflow_run_names(root: Path) -> list[str]:
+    with sqlite3.connect(root / "mlflow.db") as db:
+        return [name for (name,) in db.execute("select name from runs where status = 'FINISHED'")]
+
+
+def test_param_change_reruns_only_downstream_and_going_back_restores_from_run_cache(tiny_project, tmp_path):
+    root = clone_of(tiny_project, tmp_path / "repo")
+    model_md5 = locked_md5(root, "train", "models/model.keras")
+
+    deeper = run(root, "dvc", "exp", "run", "-S", "model.depth=4")
+    assert stages_run(deeper.stdout) == {"train", "evaluate", "submit"}
+
+    back = run(root, "dvc", "exp", "run", "-S", "model.depth=3")
+    assert "train" not in stages_run(back.stdout)
+    assert "Stage 'train' is cached - skipping run" in back.stdout
+    assert locked_md5(root, "train", "models/model.keras") == model_md5
+
+
+def test_run_cache_pushed_from_one_clone_spares_training_in_another(tiny_project, tmp_path):
+    clone_a = clone_of(tiny_project, tmp_path / "a")
+    remote = tmp_path / "remote"
+    run(clone_a, "dvc", "remote", "add", "-d", "shared", str(remote))
+    commit_all(clone_a, "remote")
+    run(clone_a, "dvc", "push", "--run-cache")
+
+    clone_b = tmp_path / "b"
+    run(tmp_path, "git", "clone", "-q", str(clone_a), str(clone_b))
+    # Without its lock file, B knows nothing of A's outputs except through the run-cache.
+    # (`dvc pull --run-cache` alone fetches the run entries but not the objects they name; --pull does both.)
+    (clone_b / "dvc.lock").unlink()
+    result = run(clone_b, "dvc", "repro", "--pull")
+    assert "train" not in stages_run(result.stdout)
+    assert "Stage 'train' is cached - skipping run" in result.stdout
+    assert (clone_b / "models/model.keras").is_file()
+    assert locked_md5(clone_b, "train", "models/model.keras") == locked_md5(clone_a, "train", "models/model.keras")
+
+
+def test_queued_grid_runs_every_combination_into_one_mlflow_store(tiny_project, tmp_path):
+    root = clone_of(tiny_project, tmp_path / "repo")
+    before = len(mlflow_run_names(root))
+    run(root, "dvc", "exp", "run", "--queue", "-S", "model.arch=unet,unet3p", "-S", "loss.name=weighted_ce,focal+dice")
+    run(root, "dvc", "queue", "start", "-j", "2")
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = run(root, "dvc", "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert status.count("Success") == 4, status
+
+    shown = json.loads(run(root, "dvc", "exp", "show", "--json").stdout)
+    experiments = [e for rev in shown for e in (rev.get("experiments") or [])]
+    assert len(experiments) == 4
+
+    names = mlflow_run_names(root)[before:]
+    combos = {tuple(name.split("-d")[0].split("-", 1)) for name in names}
+    assert combos == {("unet", "weighted_ce"), ("unet", "focal+dice"), ("unet3p", "weighted_ce"), ("unet3p", "focal+dice")}
+
+
+def test_preset_runs_as_an_experiment_and_tags_its_mlflow_run(tiny_project, tmp_path):
+    root = clone_of(tiny_project, tmp_path / "repo")
+    (root / "presets/tiny-test.yaml").write_text("model:\n  arch: attention_unet\n  base_filters: 4\n")
+    commit_all(root, "tiny preset")
+    result = run(root, sys.executable, "-m", "marsseg.presets", "run", "tiny-test")
+    assert "train" in stages_run(result.stdout)
+    assert yaml.safe_load((root / "params.yaml").read_text())["model"]["arch"] == "attention_unet"
+    with sqlite3.connect(root / "mlflow.db") as db:
+        tags = db.execute("select value from tags where key = 'preset'").fetchall()
+    assert ("tiny-test",) in tags
+
+
+def test_ci_check_fails_with_a_table_when_a_committed_metric_was_altered(tiny_project, tmp_path):
+    root = clone_of(tiny_project, tmp_path / "repo")
+    assert run(root, sys.executable, "-m", "marsseg.reproduce", "--compare-only").returncode == 0
+
+    metrics_file = root / "metrics/evaluate.json"
+    reproduced = metrics_file.read_text()
+    altered = json.loads(reproduced)
+    altered["val_miou"] += 0.1
+    metrics_file.write_text(json.dumps(altered))
+    commit_all(root, "claim a better score than the pipeline gives")
+    metrics_file.write_text(reproduced)
+
+    result = run(root, sys.executable, "-m", "marsseg.reproduce", "--compare-only", check=False)
+    assert result.returncode == 2
+    assert "val_miou" in result.stdout and "moved beyond ci.tolerance" in result.stderr
+
+
+def test_moved_metrics_respects_tolerance_and_ignore_patterns():
+    diff = {"metrics/evaluate.json": {"val_miou": {"old": 0.50, "new": 0.515},
+                                      "val_iou_sand": {"old": 0.40, "new": 0.45}},
+            "metrics/train.json": {"training_seconds": {"old": 10, "new": 99}},
+            "metrics/submit.json": {"rows": {"old": 12, "new": None}}}
+    moved = moved_metrics(diff, tolerance=0.02, ignore=["*seconds*"])
+    assert [(path, name) for path, name, *_ in moved] == [
+        ("metrics/evaluate.json", "val_iou_sand"), ("metrics/submit.json", "rows")]

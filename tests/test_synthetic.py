@@ -1,0 +1,207 @@
+"""The synthetic Mars-like data set: deterministic, well-formed, and shaped like the course data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, recall_score
+from sklearn.model_selection import cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from marsseg import IMAGE_SHAPE, NUM_CLASSES
+from marsseg.errors import UserError
+from marsseg.synthetic import SyntheticData, generate
+
+N_TRAIN, N_TEST, FRACTION, SEED = 300, 40, 0.05, 11
+
+
+@pytest.fixture(scope="module")
+def data() -> SyntheticData:
+    return generate(N_TRAIN, N_TEST, FRACTION, SEED)
+
+
+@pytest.fixture(scope="module")
+def terrain_rows(data) -> np.ndarray:
+    return np.setdiff1d(np.arange(N_TRAIN), data.outlier_rows)
+
+
+def test_same_arguments_give_identical_arrays():
+    first, second = generate(20, 5, 0.1, 3), generate(20, 5, 0.1, 3)
+    for name in ("train_images", "train_masks", "test_images", "test_masks", "outlier_rows"):
+        a, b = getattr(first, name), getattr(second, name)
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name
+
+
+def test_another_seed_gives_other_pictures():
+    first, other = generate(20, 5, 0.1, 3), generate(20, 5, 0.1, 4)
+    assert not np.array_equal(first.train_images, other.train_images)
+    assert not np.array_equal(first.train_masks, other.train_masks)
+    assert not np.array_equal(first.test_images, other.test_images)
+
+
+def test_shapes_and_dtypes(data):
+    assert data.train_images.shape == data.train_masks.shape == (N_TRAIN, *IMAGE_SHAPE)
+    assert data.test_images.shape == data.test_masks.shape == (N_TEST, *IMAGE_SHAPE)
+    for array in (data.train_images, data.train_masks, data.test_images, data.test_masks):
+        assert array.dtype == np.uint8
+    assert data.train_masks.max() < NUM_CLASSES and data.test_masks.max() < NUM_CLASSES
+    assert data.outlier_rows.dtype == np.int64
+    assert np.all(np.diff(data.outlier_rows) > 0), "outlier rows must be sorted and distinct"
+    assert data.outlier_rows.min() >= 0 and data.outlier_rows.max() < N_TRAIN
+
+
+def test_every_class_is_present(data):
+    counts = np.bincount(data.train_masks.ravel(), minlength=NUM_CLASSES)
+    assert np.all(counts > 0), counts
+    assert np.all(np.bincount(data.test_masks.ravel(), minlength=NUM_CLASSES)[1:4] > 0)
+
+
+def test_terrain_class_shares_resemble_the_real_data(data, terrain_rows):
+    share = np.bincount(data.train_masks[terrain_rows].ravel(), minlength=NUM_CLASSES) / (
+        terrain_rows.size * np.prod(IMAGE_SHAPE)
+    )
+    # Real AI4Mars shares: 28.5% background, 25.4% soil, 35.7% bedrock, 10.0% sand.
+    assert 0.15 < share[0] < 0.35
+    assert 0.15 < share[1] < 0.40
+    assert 0.25 < share[2] < 0.45
+    assert 0.05 < share[3] < 0.22
+    assert share[2] > share[1] > share[3] > share[4]
+
+
+def test_big_rock_is_rare_and_in_a_minority_of_pictures(data, terrain_rows):
+    masks = data.train_masks[terrain_rows]
+    assert 0.005 <= (masks == 4).mean() <= 0.02
+    with_rock = (masks == 4).any(axis=(1, 2)).mean()
+    assert 0.1 <= with_rock <= 0.3
+
+
+def test_outliers_take_the_requested_share_and_share_one_mask(data, terrain_rows):
+    assert data.outlier_rows.size == round(FRACTION * N_TRAIN)
+    outlier_masks = data.train_masks[data.outlier_rows]
+    assert np.all(outlier_masks == outlier_masks[0])
+    terrain_masks = data.train_masks[terrain_rows].reshape(terrain_rows.size, -1)
+    assert len(np.unique(terrain_masks, axis=0)) == terrain_rows.size, "terrain masks must all differ"
+    assert not np.any(np.all(terrain_masks == outlier_masks[0].ravel(), axis=1))
+
+
+def test_outlier_positions_are_scattered(data):
+    # Seeded-random rows, not a block at the start or end of the file.
+    assert data.outlier_rows[0] < N_TRAIN / 2 < data.outlier_rows[-1]
+
+
+def test_no_outliers_without_a_fraction():
+    assert generate(30, 5, 0.0, 1).outlier_rows.size == 0
+
+
+def _picture_statistics(images: np.ndarray) -> np.ndarray:
+    x = images.astype(np.float32)
+    dx = np.abs(np.diff(x, axis=2)).reshape(len(x), -1)
+    dy = np.abs(np.diff(x, axis=1)).reshape(len(x), -1)
+    stats = [x.mean((1, 2)), x.std((1, 2)), np.median(dx, 1), np.percentile(dx, 99, 1),
+             np.median(dy, 1), np.percentile(dy, 99, 1), (dx <= 1).mean(1)]
+    return np.log1p(np.stack(stats, axis=1))
+
+
+def test_outlier_pictures_differ_statistically_from_terrain():
+    data = generate(200, 5, 0.1, 5)
+    is_outlier = np.zeros(200, int)
+    is_outlier[data.outlier_rows] = 1
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, class_weight="balanced"))
+    predicted = cross_val_predict(classifier, _picture_statistics(data.train_images), is_outlier, cv=4)
+    assert balanced_accuracy_score(is_outlier, predicted) >= 0.9
+
+
+def test_test_set_holds_terrain_only(data, terrain_rows):
+    outlier_mask = data.train_masks[data.outlier_rows[0]].ravel()
+    test_masks = data.test_masks.reshape(N_TEST, -1)
+    assert not np.any(np.all(test_masks == outlier_mask, axis=1))
+    assert len(np.unique(test_masks, axis=0)) == N_TEST
+    # Same picture statistics as terrain training rows, not like the outliers.
+    terrain = _picture_statistics(data.train_images[terrain_rows])
+    outliers = _picture_statistics(data.train_images[data.outlier_rows])
+    test = _picture_statistics(data.test_images)
+    distance_to_terrain = np.abs(test.mean(0) - terrain.mean(0)).sum()
+    distance_to_outliers = np.abs(test.mean(0) - outliers.mean(0)).sum()
+    assert distance_to_terrain < 0.25 * distance_to_outliers
+
+
+def test_texture_is_finer_further_up(data, terrain_rows):
+    """Perspective: pixel-to-pixel detail is stronger at the top of the picture than at the bottom."""
+    images = data.train_images[terrain_rows].astype(np.float32)
+    masks = data.train_masks[terrain_rows]
+    detail = np.abs(np.diff(images, axis=2))
+    terrain = np.isin(masks[:, :, 1:], (1, 2, 3))
+    top, bottom = slice(0, 16), slice(48, 64)
+    assert detail[:, top][terrain[:, top]].mean() > 1.1 * detail[:, bottom][terrain[:, bottom]].mean()
+
+
+def _pixel_features(images: np.ndarray) -> np.ndarray:
+    """Brightness plus texture: local mean and std at two scales, gradient energy, and how
+    strongly the local gradients share one orientation (ripples do, grain does not)."""
+    x = images.astype(np.float32)
+    features = []
+    for size in (3, 7):
+        mean = ndi.uniform_filter(x, (1, size, size))
+        features += [mean, np.sqrt(np.maximum(ndi.uniform_filter(x * x, (1, size, size)) - mean**2, 0))]
+    gy, gx = ndi.sobel(x, axis=1), ndi.sobel(x, axis=2)
+    features += [np.log1p(ndi.uniform_filter(g**2, (1, 5, 5))) for g in (gy, gx)]
+    jyy, jxx, jxy = (ndi.uniform_filter(g, (1, 9, 9)) for g in (gy * gy, gx * gx, gx * gy))
+    features.append(np.sqrt((jxx - jyy) ** 2 + 4 * jxy**2) / (jxx + jyy + 1e-3))
+    return np.stack(features, axis=-1)
+
+
+def _sample_pixels(images, masks, count, rng):
+    features = _pixel_features(images)
+    features = features.reshape(-1, features.shape[-1])
+    labels = masks.ravel()
+    rows = rng.choice(np.flatnonzero(np.isin(labels, (1, 2, 3))), count, replace=False)
+    return features[rows], labels[rows]
+
+
+def test_texture_tells_the_terrain_classes_apart(data, terrain_rows):
+    """A per-pixel classifier on local texture features beats chance (1/3) clearly on held-out
+    pictures, and clearly beats the same classifier on brightness alone."""
+    rng = np.random.default_rng(0)
+    train_rows = terrain_rows[:60]
+    x_train, y_train = _sample_pixels(data.train_images[train_rows], data.train_masks[train_rows], 4000, rng)
+    x_test, y_test = _sample_pixels(data.test_images, data.test_masks, 4000, rng)
+
+    def score(columns):
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+        model.fit(x_train[:, columns], y_train)
+        predicted = model.predict(x_test[:, columns])
+        return balanced_accuracy_score(y_test, predicted), recall_score(y_test, predicted, average=None)
+
+    texture_accuracy, texture_recall = score(slice(None))
+    brightness_accuracy, _ = score([0])
+    assert texture_accuracy >= 0.5
+    assert np.all(texture_recall > 0.4), texture_recall
+    assert texture_accuracy >= brightness_accuracy + 0.1
+
+
+@pytest.mark.parametrize(
+    "arguments, key",
+    [
+        (dict(n_train=0), "data.synthetic.n_train"),
+        (dict(n_train=2.5), "data.synthetic.n_train"),
+        (dict(n_train=True), "data.synthetic.n_train"),
+        (dict(n_train=10**9), "data.synthetic.n_train"),
+        (dict(n_test=0), "data.synthetic.n_test"),
+        (dict(n_test="200"), "data.synthetic.n_test"),
+        (dict(outlier_fraction=-0.01), "data.synthetic.outlier_fraction"),
+        (dict(outlier_fraction=0.5), "data.synthetic.outlier_fraction"),
+        (dict(outlier_fraction=float("nan")), "data.synthetic.outlier_fraction"),
+        (dict(outlier_fraction="0.04"), "data.synthetic.outlier_fraction"),
+        (dict(seed=-1), "seed"),
+        (dict(seed=1.5), "seed"),
+        (dict(rock_image_fraction=1.5), "data.synthetic.rock_image_fraction"),
+    ],
+)
+def test_bad_arguments_raise_a_user_error_naming_the_parameter(arguments, key):
+    call = dict(n_train=10, n_test=5, outlier_fraction=0.04, seed=0) | arguments
+    with pytest.raises(UserError) as caught:
+        generate(**call)
+    message = str(caught.value)
+    assert message.startswith(f"{key}:") and "\n" not in message
