@@ -29,6 +29,7 @@ import albumentations as A  # noqa: E402
 from marsseg import IMAGE_SHAPE, NUM_CLASSES  # noqa: E402
 from marsseg.datasets import LabelledSet  # noqa: E402
 from marsseg.errors import UserError  # noqa: E402
+from marsseg.params import reject_unknown_keys  # noqa: E402
 
 RARE_CLASS = NUM_CLASSES - 1  # big rock
 HEIGHT, WIDTH = IMAGE_SHAPE
@@ -75,10 +76,7 @@ class AugmentConfig:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "AugmentConfig":
         """Build from the ``augment`` group of params.yaml, naming any bad key."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise UserError(f"params.yaml: unknown key augment.{unknown[0]} (known: {', '.join(sorted(known))})")
+        reject_unknown_keys("augment", params, {f.name for f in fields(cls)})
         values = dict(params)
         probabilities = values.get("p", {})
         if not isinstance(probabilities, Mapping):

@@ -13,6 +13,7 @@ from keras import ops
 
 from marsseg import NUM_CLASSES
 from marsseg.errors import UserError
+from marsseg.params import reject_unknown_keys
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1] before the log
 
@@ -155,9 +156,7 @@ def validate_loss_params(loss_params: Mapping[str, Any]) -> dict[str, Any]:
     """Return a normalised copy of the ``loss`` section (defaults filled in), or raise UserError."""
     if not isinstance(loss_params, Mapping):
         raise UserError(f"params.yaml: 'loss' must be a mapping of options, got {loss_params!r}")
-    unknown = sorted(set(loss_params) - set(DEFAULTS))
-    if unknown:
-        raise UserError(f"params.yaml: loss.{unknown[0]} is not a loss option; known: {', '.join(DEFAULTS)}")
+    reject_unknown_keys("loss", loss_params, DEFAULTS)
     cfg = {**DEFAULTS, **loss_params}
     name = cfg["name"]
     terms = name.split("+") if isinstance(name, str) else []

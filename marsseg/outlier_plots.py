@@ -49,7 +49,7 @@ def _map_title(report: CleanReport) -> str:
 
 
 def plot_removed(path: str | Path, images: np.ndarray, report: CleanReport, limit: int = GALLERY_LIMIT) -> None:
-    """A gallery of the removed images, grouped by rule then by row, each titled with row, rule(s), score."""
+    """A gallery of the removed images (at most ``limit``), each titled with row, rule(s) and score."""
     order = _gallery_order(report)
     shown = order[:limit]
     columns = GALLERY_COLUMNS
@@ -66,20 +66,18 @@ def plot_removed(path: str | Path, images: np.ndarray, report: CleanReport, limi
         axes[0, 0].text(0, 0.5, "no rows removed", fontsize=12)
     total = len(order)
     title = f"{total} removed training images" if len(shown) == total else \
-        f"{total} removed training images: the first {len(shown)} shown (by rule, then row)"
+        f"{total} removed training images, {len(shown)} shown: those caught by one rule first"
     fig.suptitle(title + " - title: #ingested row, rule(s), score of the first rule", fontsize=9)
     _save(fig, path, tight_rect=(0, 0, 1, 1 - 0.35 / (rows * 1.05 + 0.6)))
 
 
 def _gallery_order(report: CleanReport) -> list[int]:
-    """Removed rows, those of the first rule first; within a rule, by row."""
-    order, seen = [], set()
-    for result in report.results.values():
-        for row in np.flatnonzero(result.flagged):
-            if row not in seen:
-                seen.add(row)
-                order.append(int(row))
-    return order
+    """Removed rows, those caught by a single rule first (they most need a human look), then by
+    the order of the rules in clean.rules, then by row."""
+    rule_order = {rule: position for position, rule in enumerate(report.results)}
+    rows = np.flatnonzero(report.removed)
+    key = [(len(report.rules_of(row)), rule_order[report.rules_of(row)[0]], row) for row in rows]
+    return [int(row) for *_, row in sorted(key)]
 
 
 def _cycle(colours: tuple[str, ...], count: int) -> list[str]:

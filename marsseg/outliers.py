@@ -5,9 +5,10 @@ photographs among the terrain images, all carrying one and the same mask. Three 
 rows, each switchable in ``clean.rules``:
 
 ``embedding`` (image content only)
-    Each image becomes a vector of cheap statistics (a coarse thumbnail, intensity percentiles and
-    histogram, gradient energy, local variance, Fourier band energies), standardised, reduced by
-    PCA and laid out in 2-D by t-SNE. The map *proposes* groups: its connected pieces when
+    Each image becomes a vector of cheap statistics in named groups (a coarse thumbnail, intensity
+    percentiles, grey-level histogram, gradient energy, local variance, contrast-normalised structure
+    of the whole picture and of its lower half, Fourier band energies); every group is standardised
+    to the same total weight, reduced by PCA and laid out in 2-D by t-SNE. The map *proposes* groups: its connected pieces when
     neighbouring points are linked up to a distance of ``group_scales`` times the map's typical
     neighbour spacing, tried at several scales so that a group is found whether it sits close to the
     terrain or far away, whole or split. Groups holding at most ``max_group_fraction`` of the rows
@@ -56,6 +57,7 @@ from sklearn.neighbors import NearestNeighbors
 from marsseg import IMAGE_SHAPE
 from marsseg.datasets import LabelledSet
 from marsseg.errors import UserError
+from marsseg.params import reject_unknown_keys
 
 FEATURE_CHUNK = 1024  # images per feature batch: bounds memory, does not change the result
 THUMBNAIL_BLOCK = (8, 8)  # 64x128 -> 8x16 thumbnail
@@ -66,9 +68,7 @@ PERCENTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 Z_CLIP = 10.0  # standardised features are clipped: one extreme statistic must not own the geometry
 MAP_NEIGHBOURS = 5  # the map's typical spacing: median distance to the 5th nearest point
 FEATURE_NEIGHBOURS = 30  # nearest feature-space rows searched before an exact search
-ISOLATION_PASSES = 3
-UNIT_QUANTILE = 0.5
-GROUP_WEIGHTS = {"structure": 1.0}
+ISOLATION_PASSES = 3  # re-measurements of isolation from the rows not yet caught
 
 
 class CleanWarning(UserWarning):
@@ -83,7 +83,7 @@ class CleanConfig:
     rules: tuple[str, ...] = ("embedding", "shared_mask", "degenerate")
     pca_components: int = 30
     perplexity: float = 30.0
-    tsne_iterations: int = 750
+    tsne_iterations: int = 500
     n_jobs: int = 2
     min_embedding_rows: int = 10
     group_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
@@ -98,10 +98,7 @@ class CleanConfig:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "CleanConfig":
         """Build from the ``clean`` group of params.yaml, naming any bad key."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise UserError(f"params.yaml: unknown key clean.{unknown[0]} (known: {', '.join(sorted(known))})")
+        reject_unknown_keys("clean", params, cls.__dataclass_fields__)
         values = dict(params)
         for key in ("rules", "group_scales"):
             if key in values:
@@ -187,6 +184,8 @@ def _structure(images: np.ndarray) -> np.ndarray:
 
 
 def _histogram_negentropy(counts: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """How far the grey-level entropy falls short of a Gaussian's with the same spread: large for a
+    picture of a few flat tones (a spiky histogram), near zero for grainy terrain."""
     p = counts / counts.sum(axis=1, keepdims=True)
     entropy = -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=1)
     gaussian = 0.5 * np.log(2 * np.pi * np.e * np.maximum(std, 0.5) ** 2)
@@ -225,11 +224,6 @@ def _chunk_features(images: np.ndarray, workers: int) -> dict[str, np.ndarray]:
     local_variance = np.column_stack([local.mean(1), local.std(1), local[:, m // 10], local[:, m // 2],
                                       local[:, 9 * m // 10]])
 
-    # Structure is read in the lower half: the ground, textured in every terrain view, while the
-    # upper half may be smooth sky. Flat tones with hard edges there betray a non-terrain picture.
-    structure = _structure(images[:, STRUCTURE_ROWS:, :])
-    structure_whole = _structure(images)
-
     power = np.abs(scipy.fft.rfft2(x - mean[:, None, None], workers=workers)) ** 2
     total = power.reshape(n, -1).sum(1) + 1e-12
     bands = np.column_stack([power[:, band].sum(1) / total for band in _radial_bands()])
@@ -241,8 +235,10 @@ def _chunk_features(images: np.ndarray, workers: int) -> dict[str, np.ndarray]:
         "histogram": np.sqrt(counts.reshape(n, 16, 16).sum(2) / pixels_per_image),
         "gradient": gradient,
         "local_variance": local_variance,
-        "structure": structure,
-        "structure_whole": structure_whole,
+        "structure": _structure(images),
+        # Again for the lower half alone: the ground, textured in every terrain view, whereas the
+        # upper half may be smooth sky that looks as flat as a painted wall.
+        "ground_structure": _structure(images[:, STRUCTURE_ROWS:, :]),
         "spectrum": np.log(bands + 1e-6),
     }
 
@@ -254,7 +250,7 @@ def image_features(images: np.ndarray, workers: int = 1) -> dict[str, np.ndarray
     return {name: np.concatenate([c[name] for c in chunks]).astype(np.float64) for name in chunks[0]}
 
 
-def standardise(groups: Mapping[str, np.ndarray], weights: Mapping[str, float] | None = None) -> np.ndarray:
+def standardise(groups: Mapping[str, np.ndarray]) -> np.ndarray:
     """One (n, d) matrix: each column centred on its median, scaled by its spread and clipped; each
     group scaled so that it carries the same total weight whatever its width (the thumbnail's 128
     columns must not drown the six gradient statistics)."""
@@ -264,8 +260,7 @@ def standardise(groups: Mapping[str, np.ndarray], weights: Mapping[str, float] |
         spread = values.std(axis=0)
         spread = np.where(spread > 1e-9, spread, 1.0)  # a constant column stays 0
         z = np.clip((values - np.median(values, axis=0)) / spread, -Z_CLIP, Z_CLIP)
-        weight = (weights if weights is not None else GROUP_WEIGHTS).get(name, 1.0)
-        columns.append(weight * z / np.sqrt(values.shape[1]))
+        columns.append(z / np.sqrt(values.shape[1]))
     return np.hstack(columns)
 
 
@@ -354,8 +349,7 @@ class RuleResult:
 def embedding_rule(evidence: Evidence, config: CleanConfig) -> RuleResult:
     """Small groups of the t-SNE map that lie far from every other row in feature space."""
     n = len(evidence.images)
-    if not evidence.embedding.is_map:
-        warnings.warn("the embedding rule is skipped: there is no t-SNE map", CleanWarning, stacklevel=2)
+    if not evidence.embedding.is_map:  # embed() has announced why
         return RuleResult(np.zeros(n, bool), np.zeros(n))
     scores = isolation_scores(evidence.embedding.features, evidence.embedding.xy, config)
     return RuleResult(scores >= config.min_isolation, scores)
@@ -378,7 +372,7 @@ def isolation_scores(features: np.ndarray, xy: np.ndarray, config: CleanConfig) 
         warnings.warn("the embedding rule is skipped: the rows do not spread out (too many exact duplicates)",
                       CleanWarning, stacklevel=3)
         return np.zeros(n)
-    feature_unit = float(np.quantile(positive, UNIT_QUANTILE))
+    feature_unit = float(np.median(positive))
     groupings = _map_groups(xy, map_unit, config)
 
     caught = np.zeros(n, bool)
@@ -426,13 +420,13 @@ def _map_edges(xy: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def _distance_outside(features, labels, candidate, caught, distances, neighbours) -> np.ndarray:
-    """Each candidate row's feature distance to the nearest row outside its group that is not already
-    caught (other rows: 0)."""
+    """Each candidate row's feature distance to the nearest row outside its group that is not
+    already caught (other rows: 0)."""
     n = len(features)
-    counts = (labels[neighbours] != labels[:, None]) & ~caught[neighbours]
-    outside = distances[np.arange(n), np.argmax(counts, axis=1)]
+    counted = (labels[neighbours] != labels[:, None]) & ~caught[neighbours]
+    outside = distances[np.arange(n), np.argmax(counted, axis=1)]
     # Rows with no counted row among their searched neighbours: search all counted rows.
-    unresolved = candidate & ~counts.any(axis=1)
+    unresolved = candidate & ~counted.any(axis=1)
     for group in np.unique(labels[unresolved]):
         rows = np.flatnonzero(unresolved & (labels == group))
         pool = (labels != group) & ~caught
@@ -441,6 +435,7 @@ def _distance_outside(features, labels, candidate, caught, distances, neighbours
 
 
 def _min_distance(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Distance from each row of ``a`` to its nearest row of ``b``."""
     b_sq = (b**2).sum(1)
     result = np.empty(len(a))
     for start in range(0, len(a), chunk):

@@ -34,6 +34,13 @@ def section(params: Mapping[str, Any], name: str) -> dict:
     return value
 
 
+def reject_unknown_keys(group: str, given: Mapping[str, Any], known) -> None:
+    """A typo in params.yaml fails loudly instead of being silently ignored."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise UserError(f"params.yaml: unknown key {group}.{unknown[0]} (known: {', '.join(sorted(known))})")
+
+
 def seed_of(params: Mapping[str, Any]) -> int:
     """The top-level ``seed`` every stage derives its randomness from."""
     seed = params.get("seed")

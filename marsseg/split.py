@@ -31,6 +31,7 @@ from scipy.sparse.csgraph import connected_components
 from marsseg import NUM_CLASSES
 from marsseg.datasets import LabelledSet
 from marsseg.errors import UserError
+from marsseg.params import reject_unknown_keys
 from marsseg.reporting import class_fractions
 
 RARE_CLASS = NUM_CLASSES - 1  # big rock
@@ -54,10 +55,7 @@ class SplitConfig:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "SplitConfig":
         """Build from the ``split`` group of params.yaml, naming any bad key."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise UserError(f"params.yaml: unknown key split.{unknown[0]} (known: {', '.join(sorted(known))})")
+        reject_unknown_keys("split", params, cls.__dataclass_fields__)
         config = cls(**params)
         config.validate()
         return config

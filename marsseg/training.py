@@ -232,7 +232,7 @@ def train(model_builder, loss, train_set, val_set, train_params: dict, seed: int
 
     started = time.perf_counter()
     strategy = distribution_strategy(train_params["strategy"])
-    print(f"train: {type(strategy).__name__} over {strategy.num_replicas_in_sync} replica(s)")
+    print(f"train: strategy '{train_params['strategy']}' over {strategy.num_replicas_in_sync} replica(s)")
     with strategy.scope():
         model = model_builder()
         optimizer = keras.optimizers.AdamW(

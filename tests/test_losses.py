@@ -135,7 +135,7 @@ BAD = [
     ({"name": "focal+dice", "sum_weights": [1.0]}, "loss.sum_weights", "[1.0]", "list of 2 numbers"),
     ({"focal_gamma": -1}, "loss.focal_gamma", "-1", ">= 0"),
     ({"smooth": 0}, "loss.smooth", "0", "> 0"),
-    ({"gamma": 2}, "loss.gamma", "not a loss option", "focal_gamma"),
+    ({"gamma": 2}, "loss.gamma", "unknown key", "focal_gamma"),
 ]
 
 

@@ -76,7 +76,7 @@ BAD_PARAMS = [
     ({"dropout": -0.2}, "model.dropout", "-0.2", "[0, 1)"),
     ({"se": "yes"}, "model.se", "'yes'", "true or false"),
     ({"base_filters": 0}, "model.base_filters", "0", "positive integer"),
-    ({"dept": 4}, "model.dept", "not a model option", "depth"),
+    ({"dept": 4}, "model.dept", "unknown key", "depth"),
 ]
 
 

@@ -71,7 +71,7 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     process = subprocess.Popen([sys.executable, "-c", script], cwd=root,
                                env=project_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output = finish(process)
-    assert "MirroredStrategy over 2 replica(s)" in output
+    assert "strategy 'mirrored' over 2 replica(s)" in output
     assert json.loads((root / "metrics/train.json").read_text())["epochs_run"] == 1
 
 

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from marsseg import IMAGE_SHAPE
 from marsseg.errors import UserError
+from marsseg.params import reject_unknown_keys
 
 ARCH_NAMES = ("unet", "unetpp", "unet3p", "attention_unet", "resunet")
 NORMS = ("batch", "instance", "group", "none")
@@ -137,11 +138,7 @@ def model_config(
 ) -> ModelConfig:
     if not isinstance(model_params, Mapping):
         raise UserError(f"params.yaml: 'model' must be a mapping of options, got {model_params!r}")
-    unknown = sorted(set(model_params) - set(DEFAULTS))
-    if unknown:
-        raise UserError(
-            f"params.yaml: model.{unknown[0]} is not a model option; known: {', '.join(DEFAULTS)}"
-        )
+    reject_unknown_keys("model", model_params, DEFAULTS)
     raw = {**DEFAULTS, **model_params}
     height, width = input_shape[0], input_shape[1]
 
