@@ -1,6 +1,6 @@
 """Benchmark: the clean stage's outlier filter on the real AI4Mars training rows.
 
-    .venv/bin/python benchmarks/clean.py [--rows 0] [--data ../shared/data/ai4mars64x128.npz]
+    .venv/bin/python benchmarks/clean.py [--rows 0] [--n-jobs N] [--data ../shared/data/ai4mars64x128.npz]
 
 Reads ``training_set`` of the AI4Mars benchmark file (in place, never copied into the repository),
 runs the filter with the params.yaml ``clean`` settings and prints the seconds per step (features,
@@ -12,6 +12,7 @@ mask, so with both rules on, the overlap of the ``embedding`` rule (image conten
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -41,6 +42,7 @@ def load_rows(path: Path, rows: int) -> LabelledSet:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=0, help="first N rows only (0: all)")
+    parser.add_argument("--n-jobs", type=int, default=0, help="threads (0: clean.n_jobs from params.yaml)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
     if not args.data.is_file():
@@ -48,6 +50,8 @@ def main() -> int:
         return 0
     params = load_params(ROOT / "params.yaml")
     config = CleanConfig.from_params(section(params, "clean"))
+    if args.n_jobs:
+        config = dataclasses.replace(config, n_jobs=args.n_jobs)
     data = load_rows(args.data, args.rows)
 
     load_before = os.getloadavg()[0]
@@ -56,7 +60,7 @@ def main() -> int:
     wall = time.perf_counter() - start
     load_after = os.getloadavg()[0]
 
-    print(f"rows {len(data)}, {os.cpu_count()} cores visible, t-SNE n_jobs={config.n_jobs}, "
+    print(f"rows {len(data)}, {os.cpu_count()} cores visible, threads (clean.n_jobs) {config.n_jobs}, "
           f"load average {load_before:.1f} before / {load_after:.1f} after")
     print(f"{'step':<10}{'seconds':>9}")
     for step in STEPS:
@@ -68,7 +72,8 @@ def main() -> int:
     if {"embedding", "shared_mask"} <= set(config.rules):
         by_content, by_mask = report.results["embedding"].flagged, report.results["shared_mask"].flagged
         print(f"embedding vs shared_mask: both {int((by_content & by_mask).sum())}, "
-              f"shared_mask only {int((by_mask & ~by_content).sum())}, embedding only {int((by_content & ~by_mask).sum())}")
+              f"shared_mask only {int((by_mask & ~by_content).sum())}, "
+              f"embedding only {int((by_content & ~by_mask).sum())}")
     return 0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from marsseg import IMAGE_SHAPE
 from marsseg.datasets import LabelledSet, load_labelled, save_labelled
@@ -114,7 +115,8 @@ def tiles(n: int, seed: int = 0) -> np.ndarray:
 
 
 def evidence(images: np.ndarray, masks: np.ndarray) -> outliers.Evidence:
-    return outliers.Evidence(images, masks, outliers.Embedding(np.zeros((len(images), 2)), np.zeros((len(images), 2)), "none"))
+    no_map = outliers.Embedding(np.zeros((len(images), 2)), np.zeros((len(images), 2)), "none")
+    return outliers.Evidence(images, masks, no_map)
 
 
 def test_shared_mask_rule_spares_single_class_masks_that_recur_naturally():
@@ -226,7 +228,9 @@ def test_stage_writes_every_output_and_keeps_the_row_count(tmp_path):
     ingested = LabelledSet(generated.train_images, generated.train_masks, np.arange(120, dtype=np.int64),
                            generated.test_images)
     save_labelled(tmp_path / "data/ingested/dataset.npz", ingested)
-    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text().replace("perplexity: 30", "perplexity: 10"))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["clean"]["perplexity"] = 10  # 120 rows
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     result = run_stage(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
