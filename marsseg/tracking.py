@@ -89,9 +89,23 @@ class Tracker:
             yield None
             return
         mlflow = self._mlflow
+        self._ensure_experiment()
         mlflow.set_experiment(self.experiment)
         with mlflow.start_run(run_id=run_id, run_name=run_name, tags=tags) as run:
             yield run
+
+    def _ensure_experiment(self) -> None:
+        """A file store's artifacts go beside mlflow.db, not into whatever folder ran first.
+
+        MLflow's default artifact root is ``./mlruns`` of the process that creates the experiment;
+        from a DVC temporary experiment copy that would be deleted with the copy.
+        """
+        if self._mlflow.get_experiment_by_name(self.experiment) is not None:
+            return
+        location = None
+        if self.uri.startswith("sqlite:///"):
+            location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlruns").as_uri()
+        self._mlflow.create_experiment(self.experiment, artifact_location=location)
 
     # Each logging call is a no-op when tracking is optional and the store is down.
     def log_params(self, params: dict) -> None:

@@ -97,12 +97,16 @@ def test_bad_params_are_named(settings, message):
         validate_evaluate_params(settings)
 
 
+# The stage logs into the train stage's MLflow run; these tests have none (no models/mlflow_run.json).
+NO_TRAIN_RUN = {"tracking_uri": "", "experiment": "test", "required": False}
+
+
 def write_stage_inputs(root, model_path, images, masks, evaluate):
     (root / "models").mkdir()
     (root / "models" / "model.keras").write_bytes(model_path.read_bytes())
     save_labelled(root / "data" / "split" / "val.npz",
                   LabelledSet(images, masks, np.arange(len(images), dtype=np.int64)))
-    (root / "params.yaml").write_text(yaml.safe_dump({"seed": 3, "evaluate": evaluate}))
+    (root / "params.yaml").write_text(yaml.safe_dump({"seed": 3, "evaluate": evaluate, "mlflow": NO_TRAIN_RUN}))
 
 
 def test_evaluate_stage_end_to_end(tmp_path, monkeypatch, model_path, images):

@@ -10,6 +10,9 @@ from marsseg.submission import HEADER, PIXELS, check_submission, main as submiss
 
 N_ROWS = 5
 
+# The stage logs into the train stage's MLflow run; these tests have none (no models/mlflow_run.json).
+NO_TRAIN_RUN = {"tracking_uri": "", "experiment": "test", "required": False}
+
 
 @pytest.fixture
 def labels():
@@ -114,7 +117,7 @@ def test_submit_stage_end_to_end(tmp_path, monkeypatch):
     (tmp_path / "data" / "clean").mkdir(parents=True)
     test_images = np.random.default_rng(1).integers(0, 256, (7, 64, 128)).astype(np.uint8)
     np.savez(tmp_path / "data" / "clean" / "dataset.npz", test_images=test_images)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"seed": 1, "submit": {"tta": True, "batch_size": 3}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"seed": 1, "submit": {"tta": True, "batch_size": 3}, "mlflow": NO_TRAIN_RUN}))
 
     results = stage.main()
 
@@ -129,7 +132,7 @@ def test_submit_stage_without_model_fails_clearly(tmp_path, monkeypatch, capsys)
     import stages.submit as stage
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"seed": 1, "submit": {"tta": False}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"seed": 1, "submit": {"tta": False}, "mlflow": NO_TRAIN_RUN}))
     with pytest.raises(SystemExit) as exited:
         stage.main()
     assert exited.value.code == 2

@@ -31,6 +31,24 @@ def test_store_resolves_to_the_main_checkout_from_a_dvc_temp_copy(tmp_path, monk
     assert tracking_uri({"tracking_uri": ""}) == "http://127.0.0.1:1"
 
 
+def test_file_store_keeps_artifacts_beside_the_database_whatever_the_working_folder(tmp_path, monkeypatch):
+    import mlflow
+
+    from marsseg.tracking import Tracker
+
+    store = tmp_path / "checkout"
+    store.mkdir()
+    elsewhere = tmp_path / "checkout" / ".dvc" / "tmp" / "exps" / "tmp1"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    tracker = Tracker({"tracking_uri": f"sqlite:///{store / 'mlflow.db'}", "experiment": "e"})
+    with tracker.start(run_name="r"):
+        tracker.log_artifact(str(Path(__file__)))
+    location = mlflow.get_experiment_by_name("e").artifact_location
+    assert location == (store / "mlruns").as_uri()
+    assert list((store / "mlruns").rglob(Path(__file__).name))
+
+
 def test_unreachable_server_fails_before_training_in_one_line(tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"
     root = train_workdir(tmp_path, epochs=1, extra={"mlflow": {"tracking_uri": uri, "required": True}})
