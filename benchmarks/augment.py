@@ -19,16 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from marsseg.augment import AugmentConfig, augment_dataset  # noqa: E402
-from marsseg.datasets import LabelledSet  # noqa: E402
-from marsseg.params import load_params, section  # noqa: E402
+from marsseg.sources import load_npz  # noqa: E402
+from marsseg.params import load_params, section, seed_of  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ai4mars64x128.npz"
 
-
-def load_rows(path: Path, rows: int) -> LabelledSet:
-    with np.load(path) as archive:
-        pairs = archive["training_set"][:rows]
-    return LabelledSet(pairs[:, 0].copy(), pairs[:, 1].copy(), np.arange(len(pairs), dtype=np.int64))
 
 
 def main() -> int:
@@ -41,10 +36,12 @@ def main() -> int:
         return 0
     params = load_params(ROOT / "params.yaml")
     config = AugmentConfig.from_params(section(params, "augment"))
-    data = load_rows(args.data, args.rows)
+    data = load_npz(args.data)  # the pipeline's own reader of the course format
+    if args.rows > 0:
+        data = data.subset(np.arange(min(args.rows, len(data))))
 
     start = time.perf_counter()
-    result = augment_dataset(data, config, seed=int(params["seed"]))
+    result = augment_dataset(data, config, seed=seed_of(params))
     seconds = time.perf_counter() - start
 
     print(f"{'images in':>10} {'rare in':>8} {'rows out':>9} {'seconds':>8} {'images/s':>9} {'rows/s':>8}")

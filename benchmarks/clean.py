@@ -23,20 +23,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from marsseg.datasets import LabelledSet  # noqa: E402
 from marsseg.outliers import CleanConfig, find_outliers  # noqa: E402
+from marsseg.sources import load_npz  # noqa: E402
 from marsseg.params import load_params, section, seed_of  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ai4mars64x128.npz"
 STEPS = ("features", "pca", "tsne", "rules", "total")
 
-
-def load_rows(path: Path, rows: int) -> LabelledSet:
-    with np.load(path) as archive:
-        pairs = archive["training_set"]
-    if rows > 0:
-        pairs = pairs[:rows]
-    return LabelledSet(pairs[:, 0].copy(), pairs[:, 1].copy(), np.arange(len(pairs), dtype=np.int64))
 
 
 def main() -> int:
@@ -52,7 +45,9 @@ def main() -> int:
     config = CleanConfig.from_params(section(params, "clean"))
     if args.n_jobs:
         config = dataclasses.replace(config, n_jobs=args.n_jobs)
-    data = load_rows(args.data, args.rows)
+    data = load_npz(args.data)  # the pipeline's own reader of the course format
+    if args.rows > 0:
+        data = data.subset(np.arange(min(args.rows, len(data))))
 
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
