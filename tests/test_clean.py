@@ -60,26 +60,39 @@ def test_all_rules_find_the_injected_outliers(synthetic, all_rules_report):
     assert np.array_equal(all_rules_report.results["shared_mask"].flagged, truth)
 
 
+def disguise(data: LabelledSet, truth: np.ndarray) -> LabelledSet:
+    """Every injected outlier gets a different terrain row's mask: only its picture can give it away."""
+    rng = np.random.default_rng(0)
+    masks = data.masks.copy()
+    masks[truth] = data.masks[rng.choice(np.flatnonzero(~truth), size=int(truth.sum()), replace=False)]
+    return LabelledSet(data.images, masks, data.index, data.test_images)
+
+
 def test_embedding_rule_alone_finds_them_by_content(synthetic, all_rules_report):
     data, truth = synthetic
-    rng = np.random.default_rng(0)
-    terrain = np.flatnonzero(~truth)
-    masks = data.masks.copy()
-    masks[truth] = data.masks[rng.choice(terrain, size=int(truth.sum()), replace=False)]  # all different
-    disguised = LabelledSet(data.images, masks, data.index, data.test_images)
-
-    report = find_outliers(disguised, repo_config(rules=("embedding",)), seed=SEED)
+    report = find_outliers(disguise(data, truth), repo_config(rules=("embedding",)), seed=SEED)
     precision, recall = precision_recall(report.removed, truth)
-    # This seed: precision and recall 23/24. Over generator seeds 1-8 at 500-800 rows the rule
-    # keeps precision at 0.96-1.0 but recall ranges 0.75-1.0 (mean about 0.9): the misses are
-    # low-contrast "indoor" and "shapes" pictures whose features lie as close to terrain with big
-    # smooth rocks, sky or rover parts as terrain images lie to each other. So recall is held to
-    # 0.9 here (one miss more than this seed makes), not to 0.95.
+    # This data set: 23 of 24 outliers and 1 terrain row. Over other generator seeds recall varies
+    # (mean 0.94, worst 0.75 at 400 rows: `benchmarks/clean_synthetic.py`); the misses are noisy,
+    # low-contrast "shapes" and "indoor" pictures.
     assert precision >= 0.95, (precision, recall)
-    assert recall >= 0.9, (precision, recall)
+    assert recall >= 0.95, (precision, recall)
     # Same images, same seed: the same map whatever the masks (the map is content-only, and
     # deterministic).
     np.testing.assert_array_equal(report.embedding.xy, all_rules_report.embedding.xy)
+
+
+def test_embedding_rule_alone_cleans_the_pipelines_own_data_set():
+    params = load_params(REPO / "params.yaml")
+    synthetic = section(params, "data")["synthetic"]
+    generated = generate(n_train=synthetic["n_train"], n_test=1, outlier_fraction=synthetic["outlier_fraction"],
+                         seed=params["seed"], rock_image_fraction=synthetic["rock_image_fraction"])
+    truth = np.zeros(synthetic["n_train"], bool)
+    truth[generated.outlier_rows] = True
+    data = LabelledSet(generated.train_images, generated.train_masks, np.arange(len(truth)))
+    report = find_outliers(disguise(data, truth), repo_config(rules=("embedding",)), seed=params["seed"])
+    precision, recall = precision_recall(report.removed, truth)
+    assert precision >= 0.95 and recall >= 0.95, (precision, recall)
 
 
 def test_report_files_list_every_rule_but_remove_each_row_once(synthetic, all_rules_report):
@@ -154,7 +167,7 @@ def labelled(images: np.ndarray, masks: np.ndarray | None = None) -> LabelledSet
 
 
 def test_too_few_rows_for_the_perplexity_lowers_it_with_a_warning():
-    with pytest.warns(CleanWarning, match=r"perplexity=30 is too large for 40 rows; using 13\.0"):
+    with pytest.warns(CleanWarning, match=r"perplexity=20 is too large for 40 rows; using 13\.0"):
         report = find_outliers(labelled(tiles(40)), repo_config(), seed=SEED)
     assert report.embedding.method == "tsne" and report.embedding.perplexity == pytest.approx(13.0)
     assert report.embedding.xy.shape == (40, 2) and np.isfinite(report.embedding.xy).all()
