@@ -13,17 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from marsseg.augment import AugmentConfig, augment_dataset  # noqa: E402
-from marsseg.sources import load_npz  # noqa: E402
+from ai4mars import DEFAULT_DATA, load_rows  # noqa: E402
 from marsseg.params import load_params, section, seed_of  # noqa: E402
-
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ai4mars64x128.npz"
-
 
 
 def main() -> int:
@@ -31,14 +26,11 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=4500)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
-    if not args.data.is_file():
-        print(f"skipped: {args.data} not found (the AI4Mars benchmark file lives outside the repository)")
+    data = load_rows(args.data, args.rows)
+    if data is None:
         return 0
     params = load_params(ROOT / "params.yaml")
     config = AugmentConfig.from_params(section(params, "augment"))
-    data = load_npz(args.data)  # the pipeline's own reader of the course format
-    if args.rows > 0:
-        data = data.subset(np.arange(min(args.rows, len(data))))
 
     start = time.perf_counter()
     result = augment_dataset(data, config, seed=seed_of(params))

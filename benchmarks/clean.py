@@ -18,18 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from marsseg.outliers import CleanConfig, find_outliers  # noqa: E402
-from marsseg.sources import load_npz  # noqa: E402
+from ai4mars import DEFAULT_DATA, load_rows  # noqa: E402
 from marsseg.params import load_params, section, seed_of  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ai4mars64x128.npz"
 STEPS = ("features", "pca", "tsne", "rules", "total")
-
 
 
 def main() -> int:
@@ -38,16 +34,13 @@ def main() -> int:
     parser.add_argument("--n-jobs", type=int, default=0, help="threads (0: clean.n_jobs from params.yaml)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
-    if not args.data.is_file():
-        print(f"skipped: {args.data} not found (the AI4Mars benchmark file lives outside the repository)")
+    data = load_rows(args.data, args.rows)
+    if data is None:
         return 0
     params = load_params(ROOT / "params.yaml")
     config = CleanConfig.from_params(section(params, "clean"))
     if args.n_jobs:
         config = dataclasses.replace(config, n_jobs=args.n_jobs)
-    data = load_npz(args.data)  # the pipeline's own reader of the course format
-    if args.rows > 0:
-        data = data.subset(np.arange(min(args.rows, len(data))))
 
     load_before = os.getloadavg()[0]
     start = time.perf_counter()

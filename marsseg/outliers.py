@@ -208,8 +208,8 @@ def _flatness(images: np.ndarray) -> np.ndarray:
     # An edge straight along a column adds its steps up over the rows; texture's steps cancel.
     columns = np.abs(grad_x.sum(axis=1)) / (np.abs(grad_x).sum(axis=1) + 1e-6)
     rows = np.abs(grad_y.sum(axis=2)) / (np.abs(grad_y).sum(axis=2) + 1e-6)
-    third = STRAIGHT_EDGE_RANK
-    return np.column_stack(flat + [np.sort(columns, axis=1)[:, -third], np.sort(rows, axis=1)[:, -third]])
+    rank = STRAIGHT_EDGE_RANK
+    return np.column_stack(flat + [np.sort(columns, axis=1)[:, -rank], np.sort(rows, axis=1)[:, -rank]])
 
 
 def _histogram_negentropy(counts: np.ndarray, std: np.ndarray) -> np.ndarray:
