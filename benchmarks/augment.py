@@ -9,16 +9,14 @@ seconds, images/s. The target is 4,500 images with the default multipliers in <=
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from ai4mars import DEFAULT_DATA, load_rows  # benchmarks/ai4mars.py, beside this script
+from marsseg.augment import augment_dataset
+from marsseg.config import load_config
 
-from marsseg.augment import AugmentConfig, augment_dataset  # noqa: E402
-from ai4mars import DEFAULT_DATA, load_rows  # noqa: E402
-from marsseg.params import load_params, section, seed_of  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
@@ -29,11 +27,10 @@ def main() -> int:
     data = load_rows(args.data, args.rows)
     if data is None:
         return 0
-    params = load_params(ROOT / "params.yaml")
-    config = AugmentConfig.from_params(section(params, "augment"))
+    cfg = load_config(ROOT / "params.yaml")
 
     start = time.perf_counter()
-    result = augment_dataset(data, config, seed=seed_of(params))
+    result = augment_dataset(data, cfg.augment, seed=cfg.seed)
     seconds = time.perf_counter() - start
 
     print(f"{'images in':>10} {'rare in':>8} {'rows out':>9} {'seconds':>8} {'images/s':>9} {'rows/s':>8}")
@@ -43,4 +40,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -12,20 +12,16 @@ Speeds use random data: a warm-up batch (graph tracing) first, then ``--batches`
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from marsseg import IMAGE_SHAPE, NUM_CLASSES  # noqa: E402
-from marsseg.losses import build_loss  # noqa: E402
-from marsseg.models import ARCHITECTURES, build_model  # noqa: E402
-from marsseg.models.flops import model_macs  # noqa: E402
-from marsseg.params import load_params, section  # noqa: E402
+from marsseg import IMAGE_SHAPE, NUM_CLASSES
+from marsseg.losses import build_loss
+from marsseg.models import ARCHITECTURES, build_model
+from marsseg.models.flops import model_macs
+from marsseg.config import load_config, validate_group
 
 INPUT_SHAPE = (*IMAGE_SHAPE, 1)
 
@@ -51,16 +47,16 @@ def images_per_second(step, images, masks, batches: int) -> float:
     return batches * len(images) / (time.perf_counter() - start)
 
 
-def benchmark(arch: str, model_params: dict, loss_params: dict, batch: int, batches: int, profiler: bool) -> dict:
+def benchmark(arch: str, model_params: dict, loss, batch: int, batches: int, profiler: bool) -> dict:
     keras.backend.clear_session()
-    model = build_model({**model_params, "arch": arch}, INPUT_SHAPE, NUM_CLASSES, seed=0)
+    model = build_model(validate_group("model", {**model_params, "arch": arch}), INPUT_SHAPE, NUM_CLASSES, seed=0)
     row = {"arch": arch, "params": model.count_params(), "gflops": 2 * model_macs(model) / 1e9}
     if profiler:
         row["profiler_gflops"] = profiler_flops(model) / 1e9
     rng = np.random.default_rng(0)
     images = rng.random((batch, *INPUT_SHAPE), dtype=np.float32)
     masks = rng.integers(0, NUM_CLASSES, size=(batch, *IMAGE_SHAPE), dtype=np.uint8)
-    model.compile(optimizer="adam", loss=build_loss(loss_params))
+    model.compile(optimizer="adam", loss=build_loss(loss))
     row["train_img_s"] = images_per_second(model.train_on_batch, images, masks, batches)
     row["predict_img_s"] = images_per_second(lambda x, _: model.predict_on_batch(x), images, masks, batches)
     return row
@@ -86,12 +82,12 @@ def main() -> None:
     parser.add_argument("--profiler", action="store_true", help="cross-check FLOPs with the TF profiler")
     args = parser.parse_args()
 
-    params = load_params(args.params)
-    model_params, loss_params = section(params, "model"), section(params, "loss")
+    cfg = load_config(args.params)
+    model_params, loss_params = cfg.group_dict("model"), cfg.loss
     import tensorflow as tf
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-    print(f"model params: {model_params}; loss: {loss_params['name']}; batch {args.batch}; {device}; "
+    print(f"model params: {model_params}; loss: {loss_params.name}; batch {args.batch}; {device}; "
           f"keras {keras.__version__}, tensorflow {tf.__version__}")
     rows = [benchmark(arch, model_params, loss_params, args.batch, args.batches, args.profiler) for arch in args.archs]
     print_table(rows)

@@ -7,25 +7,22 @@ prediction time does not depend on the weights. Images are seeded random uint8, 
 course's test set. TensorFlow is limited to ``--threads`` CPU threads (the 2-core budget).
 """
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python benchmarks/submit.py`
-
 import numpy as np
 
 from marsseg import IMAGE_SHAPE
-from marsseg.params import load_params, section
+from marsseg.config import Config, load_config
 
 COURSE_TEST_IMAGES = 10022
 
 
-def default_model(params: dict):
+def default_model(cfg: Config):
     from marsseg.models import build_model
 
-    return build_model(section(params, "model"), seed=int(params["seed"]))
+    return build_model(cfg.model, seed=cfg.seed)
 
 
 def main() -> None:
@@ -45,9 +42,9 @@ def main() -> None:
     from marsseg.predict import predict_labels
     from marsseg.submission import check_submission, write_submission
 
-    params = load_params()
-    batch_size = args.batch_size or int(section(params, "submit").get("batch_size", 64))
-    model = default_model(params)
+    cfg = load_config()
+    batch_size = args.batch_size or cfg.submit.batch_size
+    model = default_model(cfg)
     images = np.random.default_rng(0).integers(0, 256, (args.images, *IMAGE_SHAPE), dtype=np.uint8)
     predict_labels(model, images[:batch_size], batch_size, args.tta)  # build and trace once, untimed
 

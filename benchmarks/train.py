@@ -1,31 +1,33 @@
 """Train-stage throughput against a bare ``model.fit`` on in-memory arrays, and against the machine's peak.
 
-    .venv/bin/python benchmarks/train.py [--images 512] [--batch 32] [--rounds 2]
+    .venv/bin/python benchmarks/train.py [--images 512] [--batch 32] [--rounds 2] [--no-bf16]
 
 Same model (params.yaml's ``model``), loss, optimiser, metrics and batch size in both; each measured
 over one full epoch after a warm-up epoch, alternating the two ``--rounds`` times (best kept) so a noisy
 neighbour hits both alike. Achieved GFLOP/s counts 3x the forward FLOPs per image (forward + backward),
 compared with a measured float32 matmul (sgemm) peak in the same process.
+
+The bf16 row runs the train-stage pipeline under mixed bfloat16 (``train.precision: bfloat16``); it is
+skipped, with a note, on a CPU that lists none of avx512_bf16 / amx_bf16 (emulated bfloat16 only
+measures the emulation) unless ``--force-bf16``.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from marsseg.losses import build_loss, validate_loss_params  # noqa: E402
-from marsseg.models import build_model, validate_model_params  # noqa: E402
-from marsseg.models.flops import forward_gflops_per_image  # noqa: E402
-from marsseg.params import load_params, section  # noqa: E402
-from marsseg.synthetic import generate  # noqa: E402
-from marsseg.training import iou_metrics, train_dataset  # noqa: E402
+from marsseg.config import load_config
+from marsseg.losses import build_loss
+from marsseg.models import build_model
+from marsseg.models.flops import forward_gflops_per_image
+from marsseg.synthetic import generate
+from marsseg.train import precision
+from marsseg.train.data import steps_per_epoch, train_dataset
+from marsseg.train.loop import iou_metrics
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -36,25 +38,28 @@ class EpochTimer(keras.callbacks.Callback):
         self.last = time.perf_counter() - self.started
 
 
-def compiled_model(model_params, loss_params, seed):
-    keras.utils.set_random_seed(seed)
-    model = build_model(model_params, seed=seed)
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4), loss=build_loss(loss_params),
+def compiled_model(cfg, policy: str = "float32"):
+    keras.mixed_precision.set_global_policy(policy)
+    model = build_model(cfg.model, seed=cfg.seed)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4), loss=build_loss(cfg.loss),
                   metrics=iou_metrics())
+    keras.mixed_precision.set_global_policy("float32")
     return model
 
 
 def pipeline_epoch_seconds(model, images, masks, batch):
     timer = EpochTimer()
     model.fit(train_dataset(images, masks, batch, seed=0, first_epoch=0, epochs=2),
-              steps_per_epoch=-(-len(images) // batch), epochs=2, shuffle=False, callbacks=[timer], verbose=0)
+              steps_per_epoch=steps_per_epoch(len(images), batch), epochs=2, shuffle=False, callbacks=[timer],
+              verbose=0)
     return timer.last
 
 
 def bare_epoch_seconds(model, images, masks, batch):
     timer = EpochTimer()
-    x = (images.astype(np.float32) / 255.0)[..., None]
-    model.fit(x, masks.astype(np.int32), batch_size=batch, epochs=2, shuffle=True, callbacks=[timer], verbose=0)
+    # Raw grey levels, as the pipeline feeds them: the model scales them itself.
+    model.fit(images[..., None], masks.astype(np.int32), batch_size=batch, epochs=2, shuffle=True, callbacks=[timer],
+              verbose=0)
     return timer.last
 
 
@@ -77,26 +82,40 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--no-bf16", action="store_true", help="skip the mixed-bfloat16 row")
+    parser.add_argument("--force-bf16", action="store_true", help="run the bf16 row even where it is emulated")
     args = parser.parse_args()
 
-    params = load_params()
-    model_params = validate_model_params(section(params, "model"))
-    loss_params = validate_loss_params(section(params, "loss"))
+    cfg = load_config()
+    keras.utils.set_random_seed(cfg.seed)
     data = generate(n_train=args.images, n_test=1, outlier_fraction=0.0, seed=0)
     images, masks = data.train_images, data.train_masks
 
-    peak = sgemm_peak_gflops()
-    timings = {"pipeline": [], "bare fit": []}
-    for _ in range(args.rounds):
-        timings["bare fit"].append(bare_epoch_seconds(compiled_model(model_params, loss_params, 0), images, masks, args.batch))
-        timings["pipeline"].append(pipeline_epoch_seconds(compiled_model(model_params, loss_params, 0), images, masks, args.batch))
-    gflops = forward_gflops_per_image(compiled_model(model_params, loss_params, 0))
+    bf16_note = None
+    if args.no_bf16:
+        bf16_note = "bf16 row skipped (--no-bf16)"
+    elif not (precision.cpu_has_bfloat16() or args.force_bf16 or precision.on_gpu()):
+        bf16_note = (f"bf16 row skipped: this CPU lists none of {', '.join(precision.BF16_CPU_FLAGS)} "
+                     "(bfloat16 would be emulated; --force-bf16 runs it anyway)")
+    runs = {"pipeline": lambda: pipeline_epoch_seconds(compiled_model(cfg), images, masks, args.batch),
+            "bare fit": lambda: bare_epoch_seconds(compiled_model(cfg), images, masks, args.batch)}
+    if bf16_note is None:
+        runs["pipeline, bf16"] = lambda: pipeline_epoch_seconds(
+            compiled_model(cfg, "mixed_bfloat16"), images, masks, args.batch)
 
-    print(f"model {model_params['arch']} depth {model_params['depth']} base {model_params['base_filters']} "
-          f"norm {model_params['norm']}; {args.images} images, batch {args.batch}; "
+    peak = sgemm_peak_gflops()
+    timings = {name: [] for name in runs}
+    for _ in range(args.rounds):
+        for name, run in runs.items():
+            timings[name].append(run())
+    gflops = forward_gflops_per_image(compiled_model(cfg))
+
+    model = cfg.model
+    print(f"model {model.arch} depth {model.depth} base {model.base_filters} norm {model.norm}; "
+          f"{args.images} images, batch {args.batch}; "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads; "
-          f"forward {gflops:.3f} GFLOP/image; sgemm peak {peak:.1f} GFLOP/s")
-    print("| input | images/s | training GFLOP/s | % of sgemm peak |")
+          f"forward {gflops:.3f} GFLOP/image; float32 sgemm peak {peak:.1f} GFLOP/s")
+    print("| input | images/s | training GFLOP/s | % of float32 sgemm peak |")
     print("|---|---|---|---|")
     rate = {}
     for name, seconds in timings.items():
@@ -104,6 +123,10 @@ def main() -> None:
         achieved = 3 * gflops * rate[name]
         print(f"| {name} | {rate[name]:.1f} | {achieved:.1f} | {100 * achieved / peak:.0f}% |")
     print(f"pipeline / bare fit throughput ratio: {rate['pipeline'] / rate['bare fit']:.3f}")
+    if "pipeline, bf16" in rate:
+        print(f"bf16 / float32 pipeline speed-up: {rate['pipeline, bf16'] / rate['pipeline']:.2f}x")
+    else:
+        print(bf16_note)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import cv2
@@ -29,98 +29,14 @@ import albumentations as A  # noqa: E402
 from marsseg import IMAGE_SHAPE, NUM_CLASSES  # noqa: E402
 from marsseg.datasets import LabelledSet  # noqa: E402
 from marsseg.errors import UserError  # noqa: E402
-from marsseg.params import reject_unknown_keys  # noqa: E402
+from marsseg.config import AugmentConfig  # noqa: E402
 
 RARE_CLASS = NUM_CLASSES - 1  # big rock
 HEIGHT, WIDTH = IMAGE_SHAPE
 
-DEFAULT_PROBABILITIES = {
-    # geometric: image and mask together
-    "hflip": 0.5,
-    "vflip": 0.5,
-    "rotate90": 0.25,
-    "rotate": 0.3,
-    "affine": 0.5,
-    "crop": 0.3,
-    # photometric: image only
-    "brightness_contrast": 0.5,
-    "gamma": 0.3,
-    "emboss": 0.2,
-    "sharpen": 0.2,
-    # between training pairs
-    "cutmix": 0.1,
-}
-
 # Geometric transforms leave uncovered pixels black in the image and background (0) in the mask:
 # reflecting the border would invent labels the annotators never gave.
 CONSTANT_BORDER = dict(border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, mask_interpolation=cv2.INTER_NEAREST)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    copies_min: int = 4
-    copies_max: int = 6
-    rare_copies_min: int = 24
-    rare_copies_max: int = 36
-    p: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PROBABILITIES))
-    rotate_limit: float = 15.0          # degrees, small rotation
-    affine_shift: float = 0.0625        # fraction of width/height
-    affine_scale: tuple = (0.9, 1.1)
-    affine_rotate: float = 15.0         # degrees
-    crop_min_height: int = 40           # random sized crop: smallest crop height (width = 2x)
-    brightness_limit: float = 0.2
-    contrast_limit: float = 0.2
-    gamma_limit: tuple = (80, 120)      # percent
-    cutmix_area: tuple = (0.1, 0.3)     # fraction of the image a pasted box covers
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "AugmentConfig":
-        """Build from the ``augment`` group of params.yaml, naming any bad key."""
-        reject_unknown_keys("augment", params, {f.name for f in fields(cls)})
-        values = dict(params)
-        probabilities = values.get("p", {})
-        if not isinstance(probabilities, Mapping):
-            raise UserError("params.yaml: augment.p must be a mapping of transform name -> probability")
-        bad = sorted(set(probabilities) - set(DEFAULT_PROBABILITIES))
-        if bad:
-            raise UserError(f"params.yaml: unknown transform augment.p.{bad[0]} "
-                            f"(known: {', '.join(DEFAULT_PROBABILITIES)})")
-        values["p"] = {**DEFAULT_PROBABILITIES, **probabilities}
-        for name in ("affine_scale", "gamma_limit", "cutmix_area"):
-            if name in values:
-                values[name] = _pair(values[name], f"augment.{name}")
-        config = cls(**values)
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        for low, high in (("copies_min", "copies_max"), ("rare_copies_min", "rare_copies_max")):
-            lo, hi = getattr(self, low), getattr(self, high)
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)) or not 0 <= lo <= hi:
-                raise UserError(f"params.yaml: augment.{low}/{high} must be integers with 0 <= {low} <= {high}, "
-                                f"got {lo!r}/{hi!r}")
-        for name, value in self.p.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
-                raise UserError(f"params.yaml: augment.p.{name} must be a probability in [0, 1], got {value!r}")
-        if not isinstance(self.crop_min_height, int) or not 1 <= self.crop_min_height <= HEIGHT:
-            raise UserError(f"params.yaml: augment.crop_min_height must be an integer 1-{HEIGHT}, "
-                            f"got {self.crop_min_height!r}")
-        low, high = self.cutmix_area
-        if not 0 < low <= high < 1:
-            raise UserError(f"params.yaml: augment.cutmix_area must be [low, high] with 0 < low <= high < 1, "
-                            f"got {list(self.cutmix_area)}")
-        for name in ("rotate_limit", "affine_shift", "affine_rotate", "brightness_limit", "contrast_limit"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise UserError(f"params.yaml: augment.{name} must be a non-negative number, got {value!r}")
-
-
-def _pair(value: Any, name: str) -> tuple[float, float]:
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-            or value[0] > value[1]):
-        raise UserError(f"params.yaml: {name} must be a [low, high] pair of numbers, got {value!r}")
-    return (value[0], value[1])
 
 
 # ---------------------------------------------------------------- transforms
@@ -156,30 +72,56 @@ class SquareRotate90(A.DualTransform):
 
 TransformBuilder = Callable[[AugmentConfig, float], A.BasicTransform]
 
-# Applied in this order: photometric first, so that the black border a geometric transform leaves
-# stays exactly black and Emboss/Sharpen never outline it.
-TRANSFORMS: dict[str, TransformBuilder] = {
-    "brightness_contrast": lambda c, p: A.RandomBrightnessContrast(
-        brightness_limit=c.brightness_limit, contrast_limit=c.contrast_limit, p=p),
-    "gamma": lambda c, p: A.RandomGamma(gamma_limit=c.gamma_limit, p=p),
-    "emboss": lambda c, p: A.Emboss(p=p),
-    "sharpen": lambda c, p: A.Sharpen(p=p),
-    "hflip": lambda c, p: A.HorizontalFlip(p=p),
-    "vflip": lambda c, p: A.VerticalFlip(p=p),
-    "rotate90": lambda c, p: SquareRotate90(p=p),
-    "rotate": lambda c, p: A.Rotate(limit=c.rotate_limit, **CONSTANT_BORDER, p=p),
-    "affine": lambda c, p: A.Affine(
-        scale=c.affine_scale, translate_percent=(-c.affine_shift, c.affine_shift),
-        rotate=(-c.affine_rotate, c.affine_rotate), **CONSTANT_BORDER, p=p),
-    "crop": lambda c, p: A.RandomSizedCrop(
-        min_max_height=(c.crop_min_height, HEIGHT), size=IMAGE_SHAPE, w2h_ratio=WIDTH / HEIGHT,
-        mask_interpolation=cv2.INTER_NEAREST, p=p),
-}
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One augmentation: its name (its probability is ``augment.p.<name>``), the other ``augment.*``
+    params it reads, and its builder (``None``: applied between training pairs, see ``augment_dataset``)."""
+
+    name: str
+    reads: tuple[str, ...]
+    build: TransformBuilder | None
+
+
+# Applied in registration order: photometric first, so that the black border a geometric transform
+# leaves stays exactly black and Emboss/Sharpen never outline it.
+AUGMENTATIONS: dict[str, Augmentation] = {}
+
+
+def augmentation(name: str, reads: tuple[str, ...] = ()):
+    """Register a transform builder ``(config, p) -> albumentations transform`` under ``name``."""
+
+    def register(build: TransformBuilder | None) -> TransformBuilder | None:
+        AUGMENTATIONS[name] = Augmentation(name, tuple(reads), build)
+        return build
+
+    return register
+
+
+augmentation("brightness_contrast", reads=("brightness_limit", "contrast_limit"))(
+    lambda c, p: A.RandomBrightnessContrast(brightness_limit=c.brightness_limit, contrast_limit=c.contrast_limit, p=p))
+augmentation("gamma", reads=("gamma_limit",))(lambda c, p: A.RandomGamma(gamma_limit=tuple(c.gamma_limit), p=p))
+augmentation("emboss")(lambda c, p: A.Emboss(p=p))
+augmentation("sharpen")(lambda c, p: A.Sharpen(p=p))
+augmentation("hflip")(lambda c, p: A.HorizontalFlip(p=p))
+augmentation("vflip")(lambda c, p: A.VerticalFlip(p=p))
+augmentation("rotate90")(lambda c, p: SquareRotate90(p=p))
+augmentation("rotate", reads=("rotate_limit",))(
+    lambda c, p: A.Rotate(limit=c.rotate_limit, **CONSTANT_BORDER, p=p))
+augmentation("affine", reads=("affine_scale", "affine_shift", "affine_rotate"))(
+    lambda c, p: A.Affine(scale=tuple(c.affine_scale), translate_percent=(-c.affine_shift, c.affine_shift),
+                          rotate=(-c.affine_rotate, c.affine_rotate), **CONSTANT_BORDER, p=p))
+augmentation("crop", reads=("crop_min_height",))(
+    lambda c, p: A.RandomSizedCrop(min_max_height=(c.crop_min_height, HEIGHT), size=IMAGE_SHAPE,
+                                   w2h_ratio=WIDTH / HEIGHT, mask_interpolation=cv2.INTER_NEAREST, p=p))
+# CutMix pastes a box of another training pair, so it needs the whole set: augment_dataset applies it.
+augmentation("cutmix", reads=("cutmix_area",))(None)
 
 
 def build_pipeline(config: AugmentConfig) -> A.Compose:
     """The albumentations pipeline of every transform with a non-zero probability."""
-    transforms = [build(config, config.p[name]) for name, build in TRANSFORMS.items() if config.p[name] > 0]
+    transforms = [item.build(config, config.p[name]) for name, item in AUGMENTATIONS.items()
+                  if item.build is not None and config.p[name] > 0]
     return A.Compose(transforms, p=1.0, strict=True)
 
 
@@ -245,7 +187,7 @@ def augment_dataset(data: LabelledSet, config: AugmentConfig, seed: int) -> Augm
                 donor = int(rng.integers(len(data) - 1))
                 donor += donor >= row  # any other training row
                 image, mask = cutmix(image.copy(), mask.copy(), data.images[donor], data.masks[donor],
-                                     config.cutmix_area, rng)
+                                     tuple(config.cutmix_area), rng)
                 cutmix_copies += 1
             images[start + copy], masks[start + copy] = image, mask
     augmented = LabelledSet(images, masks, np.repeat(data.index, copies + 1).astype(np.int64))
@@ -263,40 +205,3 @@ def class_distribution_rows(before: Mapping[str, float], after: Mapping[str, flo
             rows.append({"class": name, "stage": stage, "fraction": fractions[name],
                          "bar": f"{class_id} {name} {stage}"})
     return rows
-
-
-MASK_COLOURS = np.array([[0, 0, 0], [214, 160, 90], [140, 140, 160], [240, 220, 120], [220, 40, 40]], np.uint8)
-
-
-def save_sample_grid(result: AugmentResult, path, sources: int = 6, copies_shown: int = 4) -> None:
-    """Image rows over colour-coded mask rows: each source's original, then some of its copies.
-
-    Half the sources show big rock (when the set has any), so the rare-class recipe is visible.
-    """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rare_sources = np.flatnonzero(result.rare)[: sources // 2]
-    common_sources = np.flatnonzero(~result.rare)[: sources - len(rare_sources)]
-    chosen = np.concatenate([rare_sources, common_sources])
-    columns = 1 + copies_shown
-    figure, axes = plt.subplots(2 * len(chosen), columns, figsize=(2.2 * columns, 2.4 * len(chosen)),
-                                squeeze=False)
-    for r, source in enumerate(chosen):
-        for c in range(columns):
-            image_axis, mask_axis = axes[2 * r, c], axes[2 * r + 1, c]
-            image_axis.axis("off")
-            mask_axis.axis("off")
-            if c > result.copies[source]:
-                continue
-            row = result.offsets[source] + c
-            image_axis.imshow(result.data.images[row], cmap="gray", vmin=0, vmax=255)
-            mask_axis.imshow(MASK_COLOURS[result.data.masks[row]])
-            label = "original" if c == 0 else f"copy {c}"
-            tag = " (big rock)" if result.rare[source] else ""
-            image_axis.set_title(f"row {result.data.index[row]} {label}{tag}", fontsize=7)
-    figure.suptitle("Augmented samples: image over mask (black background, red big rock)", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=80)
-    plt.close(figure)

@@ -15,6 +15,7 @@ import numpy as np
 
 from marsseg import contracts
 from marsseg.errors import UserError
+from marsseg.io import save_npz
 
 
 @dataclass
@@ -71,12 +72,9 @@ def load_labelled(path: str | Path, require_test: bool = False) -> LabelledSet:
 
 
 def save_labelled(path: str | Path, data: LabelledSet) -> None:
-    """Validate, then write. Uncompressed: it is faster and byte-for-byte reproducible."""
-    path = Path(path)
+    """Validate, then write (atomic; uncompressed: faster, and byte-for-byte reproducible)."""
     validate(data, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"images": data.images, "masks": data.masks, "index": data.index.astype(np.int64)}
     if data.test_images is not None:
         arrays["test_images"] = data.test_images
-    with open(path, "wb") as handle:
-        np.savez(handle, **arrays)
+    save_npz(path, **arrays)

@@ -1,7 +1,9 @@
 """What identifies a training run: its data, params and code.
 
 The same identity keys the resume checkpoint and names the MLflow run, so a rerun with the same inputs
-resumes (and logs into) the same run, and any change starts a fresh one.
+resumes (and logs into) the same run, and any change starts a fresh one. The params groups that shape the
+training data are part of it: the same model trained on a subset and on all rows are two runs, with two
+names and two ``data_hash`` tags.
 """
 from __future__ import annotations
 
@@ -12,8 +14,24 @@ from pathlib import Path
 
 from marsseg.params import flatten, params_hash
 
-TRAINING_PARAM_GROUPS = ("seed", "model", "loss", "train")
+# Groups that decide which images and masks training sees (``seed`` too, but it is kept apart so that
+# runs differing only in their seed can be grouped).
+DATA_PARAM_GROUPS = ("data", "clean", "split", "augment")
+TRAINING_PARAM_GROUPS = ("seed", *DATA_PARAM_GROUPS, "model", "loss", "train")
 PACKAGE_DIR = Path(__file__).resolve().parent
+# Keys that choose which stages run, not what a model sees: adding a fold must not rename the others' runs.
+NOT_IDENTITY = {"split": ("cv_folds",)}
+
+
+def training_params_of(params: dict) -> dict:
+    """The params groups that identify a training run, without ``NOT_IDENTITY`` keys."""
+    chosen = {key: params[key] for key in TRAINING_PARAM_GROUPS if key in params}
+    for group, keys in NOT_IDENTITY.items():
+        if isinstance(chosen.get(group), dict):
+            chosen[group] = {key: value for key, value in chosen[group].items() if key not in keys}
+    return chosen
+
+
 
 
 def file_md5(path: Path) -> str:
@@ -41,15 +59,20 @@ class RunIdentity:
     training_params: dict
     data_md5: dict[str, str]
     code: str
+    fold: int | None = None  # cross-validation fold (``split.folds``); None: the single split
 
     @classmethod
-    def of(cls, params: dict, data_files: list[Path]) -> "RunIdentity":
-        training_params = {key: params[key] for key in TRAINING_PARAM_GROUPS if key in params}
-        return cls(training_params, {str(p): file_md5(p) for p in data_files}, code_md5())
+    def of(cls, params: dict, data_files: list[Path], fold: int | None = None) -> "RunIdentity":
+        return cls(training_params_of(params), {str(p): file_md5(p) for p in data_files}, code_md5(), fold)
 
     @property
     def params_hash(self) -> str:
         return params_hash(self.training_params)
+
+    @property
+    def data_hash(self) -> str:
+        """Short hash of the data-shaping params (without the seed): equal data settings, equal hash."""
+        return params_hash({key: self.training_params[key] for key in DATA_PARAM_GROUPS if key in self.training_params})
 
     @property
     def key(self) -> str:
@@ -57,18 +80,21 @@ class RunIdentity:
 
     @property
     def flat_params(self) -> dict:
-        return flatten(self.training_params)
+        # A fold is logged like a param, so the folds of one configuration are separate rows in compare.
+        return {**flatten(self.training_params), **({"cv.fold": self.fold} if self.fold is not None else {})}
 
     def run_name(self, params: dict) -> str:
         model, loss = params["model"], params["loss"]
-        return f"{model['arch']}-{loss['name']}-d{model['depth']}-{self.params_hash}"
+        fold = "" if self.fold is None else f"-fold{self.fold}"
+        return f"{model['arch']}-{loss['name']}-d{model['depth']}-{self.params_hash}{fold}"
 
-    def tags(self, params: dict, preset: str | None = None) -> dict[str, str]:
+    def tags(self, params: dict) -> dict[str, str]:
         from marsseg.tracking import git_state
 
         tags = {
             **git_state(),
             "params_hash": self.params_hash,
+            "data_hash": self.data_hash,
             "code_md5": self.code,
             **{f"data_md5.{Path(name).name}": md5 for name, md5 in self.data_md5.items()},
             "arch": params["model"]["arch"],
@@ -76,7 +102,7 @@ class RunIdentity:
         }
         if os.environ.get("DVC_EXP_NAME"):
             tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-        preset = preset or os.environ.get("MARSSEG_PRESET")
+        preset = os.environ.get("MARSSEG_PRESET")  # set by `marsseg exp`
         if preset:
             tags["preset"] = str(preset)
         return tags

@@ -1,34 +1,61 @@
-"""Segmentation losses: a registry of factories plus '+'-joined weighted sums (``focal+dice``).
+"""Segmentation losses: a self-describing registry plus '+'-joined weighted sums (``weighted_ce+lovasz``).
 
 Every loss takes ``y_true`` an integer class map (N, H, W) (or (N, H, W, 1)) and ``y_pred``
 softmax probabilities (N, H, W, C), and returns a scalar over the whole batch. Class 0 is
-"unlabelled" and the metric ignores it, so focal, dice and tversky drop class-0 pixels;
+"unlabelled" and the metric ignores it, so focal, dice, tversky and lovasz drop class-0 pixels;
 weighted_ce does the same through a class weight of 0; plain ce keeps every pixel.
+
+Each loss registers itself next to its function with ``@register(name, reads=(...))``: its name and
+the ``loss.*`` params it reads. Adding a loss is that function and that line; the configuration checks
+``loss.name`` against this registry and a test checks ``reads`` against ``params.yaml``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from keras import ops
-
-from marsseg import NUM_CLASSES
-from marsseg.errors import UserError
-from marsseg.params import reject_unknown_keys
+from marsseg.config import LossConfig, validate_group
 
 EPSILON = 1e-7  # probabilities are clipped to [EPSILON, 1] before the log
-
-DEFAULTS: dict[str, Any] = {
-    "name": "weighted_ce",
-    "class_weights": [0.0, 0.8, 0.9, 0.9, 5.0],
-    "focal_gamma": 2.0,
-    "focal_weighted": False,  # focal: weight pixels by class_weights as well
-    "tversky_alpha": 0.3,  # weight of false positives
-    "tversky_beta": 0.7,  # weight of false negatives
-    "smooth": 1.0,  # dice / tversky smoothing
-    "sum_weights": None,  # one weight per '+'-joined term; None: all 1
-}
+# Read by ``build_loss`` itself, whichever terms the sum has.
+SUM_PARAMS = ("name", "sum_weights")
 
 Loss = Callable[[Any, Any], Any]
+
+
+class _LazyOps:
+    """``keras.ops`` on first use: every stage validates params.yaml (and so reads this registry), only
+    train computes a loss, and importing Keras costs seconds."""
+
+    def __getattr__(self, name):
+        from keras import ops as keras_ops
+
+        return getattr(keras_ops, name)
+
+
+ops = _LazyOps()
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    name: str
+    factory: Callable[[LossConfig], Loss]
+    reads: tuple[str, ...]  # the loss.* params the factory uses
+
+
+LOSSES: dict[str, LossSpec] = {}
+
+
+def register(name: str, reads: tuple[str, ...] = ()) -> Callable:
+    """Register ``factory(cfg: LossConfig) -> loss(y_true, y_pred)`` under ``name``."""
+
+    def add(factory):
+        if name in LOSSES:
+            raise ValueError(f"loss '{name}' is registered twice")
+        LOSSES[name] = LossSpec(name, factory, tuple(reads))
+        return factory
+
+    return add
 
 
 def _prepare(y_true, y_pred):
@@ -51,7 +78,8 @@ def _true_class_log_prob(onehot, probs):
     return ops.sum(onehot * ops.log(ops.clip(probs, EPSILON, 1.0)), axis=-1)
 
 
-def cross_entropy(cfg: Mapping[str, Any]) -> Loss:
+@register("ce")
+def cross_entropy(cfg: LossConfig) -> Loss:
     def ce(y_true, y_pred):
         onehot, probs, _ = _prepare(y_true, y_pred)
         return -ops.mean(_true_class_log_prob(onehot, probs))
@@ -59,10 +87,11 @@ def cross_entropy(cfg: Mapping[str, Any]) -> Loss:
     return ce
 
 
-def weighted_cross_entropy(cfg: Mapping[str, Any]) -> Loss:
+@register("weighted_ce", reads=("class_weights",))
+def weighted_cross_entropy(cfg: LossConfig) -> Loss:
     """Pixels weighted by their true class; normalised by the summed pixel weights, so the
     scale does not depend on how much (zero-weight) background a batch holds."""
-    class_weights = ops.convert_to_tensor(cfg["class_weights"], dtype="float32")
+    class_weights = ops.convert_to_tensor(cfg.class_weights, dtype="float32")
 
     def weighted_ce(y_true, y_pred):
         onehot, probs, _ = _prepare(y_true, y_pred)
@@ -72,10 +101,11 @@ def weighted_cross_entropy(cfg: Mapping[str, Any]) -> Loss:
     return weighted_ce
 
 
-def focal(cfg: Mapping[str, Any]) -> Loss:
+@register("focal", reads=("focal_gamma", "focal_weighted", "class_weights"))
+def focal(cfg: LossConfig) -> Loss:
     """Focal loss (Lin et al.) over labelled pixels, optionally class-weighted."""
-    gamma = float(cfg["focal_gamma"])
-    class_weights = ops.convert_to_tensor(cfg["class_weights"], dtype="float32") if cfg["focal_weighted"] else None
+    gamma = float(cfg.focal_gamma)
+    class_weights = ops.convert_to_tensor(cfg.class_weights, dtype="float32") if cfg.focal_weighted else None
 
     def focal_loss(y_true, y_pred):
         onehot, probs, labelled = _prepare(y_true, y_pred)
@@ -100,9 +130,10 @@ def _confusion_sums(y_true, y_pred):
     return tp, fp, fn
 
 
-def dice(cfg: Mapping[str, Any]) -> Loss:
+@register("dice", reads=("smooth",))
+def dice(cfg: LossConfig) -> Loss:
     """1 - mean soft dice over classes 1..C-1, class-0 pixels left out."""
-    smooth = float(cfg["smooth"])
+    smooth = float(cfg.smooth)
 
     def dice_loss(y_true, y_pred):
         tp, fp, fn = _confusion_sums(y_true, y_pred)
@@ -111,9 +142,10 @@ def dice(cfg: Mapping[str, Any]) -> Loss:
     return dice_loss
 
 
-def tversky(cfg: Mapping[str, Any]) -> Loss:
+@register("tversky", reads=("tversky_alpha", "tversky_beta", "smooth"))
+def tversky(cfg: LossConfig) -> Loss:
     """1 - mean Tversky index; alpha weighs false positives, beta false negatives."""
-    alpha, beta, smooth = float(cfg["tversky_alpha"]), float(cfg["tversky_beta"]), float(cfg["smooth"])
+    alpha, beta, smooth = float(cfg.tversky_alpha), float(cfg.tversky_beta), float(cfg.smooth)
 
     def tversky_loss(y_true, y_pred):
         tp, fp, fn = _confusion_sums(y_true, y_pred)
@@ -122,66 +154,45 @@ def tversky(cfg: Mapping[str, Any]) -> Loss:
     return tversky_loss
 
 
-LOSSES: dict[str, Callable[[Mapping[str, Any]], Loss]] = {
-    "ce": cross_entropy,
-    "weighted_ce": weighted_cross_entropy,
-    "focal": focal,
-    "dice": dice,
-    "tversky": tversky,
-}
+def _lovasz_gradient(truth_sorted):
+    """Gradient of the Lovasz extension of the Jaccard loss at errors sorted in decreasing order
+    (Berman et al., Alg. 1): the Jaccard loss after each prefix, differenced along the sort."""
+    total = ops.sum(truth_sorted, axis=0)
+    intersection = total - ops.cumsum(truth_sorted, axis=0)
+    union = total + ops.cumsum(1.0 - truth_sorted, axis=0)
+    jaccard = 1.0 - intersection / ops.maximum(union, EPSILON)
+    return ops.concatenate([jaccard[:1], jaccard[1:] - jaccard[:-1]], axis=0)
 
 
-def _fail(key: str, value: Any, allowed: str) -> UserError:
-    return UserError(f"params.yaml: loss.{key} is {value!r}; {allowed}")
+@register("lovasz")
+def lovasz(cfg: LossConfig) -> Loss:
+    """Lovasz-softmax (Berman et al. 2018): a convex surrogate of 1 - IoU, averaged over the classes
+    1..C-1 present in the batch's labelled pixels; the batch is one image (not per-image), as in the
+    paper's default. Class-0 pixels carry no error and class 0 is not a term."""
+
+    def lovasz_softmax(y_true, y_pred):
+        onehot, probs, labelled = _prepare(y_true, y_pred)
+        classes = probs.shape[-1]
+        truth = ops.reshape(onehot * labelled, (-1, classes))[:, 1:]
+        errors = ops.abs(truth - ops.reshape(probs, (-1, classes))[:, 1:]) * ops.reshape(labelled, (-1, 1))
+        order = ops.argsort(-errors, axis=0)
+        errors_sorted = ops.take_along_axis(errors, order, axis=0)
+        truth_sorted = ops.take_along_axis(truth, order, axis=0)
+        per_class = ops.sum(errors_sorted * ops.stop_gradient(_lovasz_gradient(truth_sorted)), axis=0)
+        present = ops.cast(ops.sum(truth, axis=0) > 0, "float32")
+        return ops.sum(per_class * present) / ops.maximum(ops.sum(present), 1.0)
+
+    return lovasz_softmax
 
 
-def _number(key: str, value: Any, minimum: float, allowed: str, strict: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float))
-    if not ok or value < minimum or (strict and value == minimum):
-        raise _fail(key, value, allowed)
-    return float(value)
+def loss_config(loss_params: LossConfig | Mapping[str, Any]) -> LossConfig:
+    return loss_params if isinstance(loss_params, LossConfig) else validate_group("loss", loss_params)
 
 
-def _weights(key: str, value: Any, length: int) -> list[float]:
-    allowed = f"expected a list of {length} numbers >= 0, not all 0"
-    if not isinstance(value, list) or len(value) != length:
-        raise _fail(key, value, allowed)
-    weights = [_number(key, w, 0.0, allowed) for w in value]
-    if not any(weights):
-        raise _fail(key, value, allowed)
-    return weights
-
-
-def validate_loss_params(loss_params: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a normalised copy of the ``loss`` section (defaults filled in), or raise UserError."""
-    if not isinstance(loss_params, Mapping):
-        raise UserError(f"params.yaml: 'loss' must be a mapping of options, got {loss_params!r}")
-    reject_unknown_keys("loss", loss_params, DEFAULTS)
-    cfg = {**DEFAULTS, **loss_params}
-    name = cfg["name"]
-    terms = name.split("+") if isinstance(name, str) else []
-    if not terms or any(term not in LOSSES for term in terms):
-        raise _fail("name", name, f"allowed: {', '.join(LOSSES)}, or names joined by '+' (e.g. focal+dice)")
-    cfg["class_weights"] = _weights("class_weights", cfg["class_weights"], NUM_CLASSES)
-    cfg["focal_gamma"] = _number("focal_gamma", cfg["focal_gamma"], 0.0, "expected a number >= 0")
-    if not isinstance(cfg["focal_weighted"], bool):
-        raise _fail("focal_weighted", cfg["focal_weighted"], "expected true or false")
-    for key in ("tversky_alpha", "tversky_beta"):
-        cfg[key] = _number(key, cfg[key], 0.0, "expected a number >= 0")
-    if cfg["tversky_alpha"] + cfg["tversky_beta"] == 0:
-        raise _fail("tversky_beta", cfg["tversky_beta"], "tversky_alpha + tversky_beta must be > 0")
-    cfg["smooth"] = _number("smooth", cfg["smooth"], 0.0, "expected a number > 0", strict=True)
-    if cfg["sum_weights"] is None:
-        cfg["sum_weights"] = [1.0] * len(terms)
-    else:
-        cfg["sum_weights"] = _weights("sum_weights", cfg["sum_weights"], len(terms))
-    return cfg
-
-
-def build_loss(loss_params: Mapping[str, Any]) -> Loss:
-    """The ``loss`` section -> ``loss(y_true, y_pred) -> scalar``; sums weight each term."""
-    cfg = validate_loss_params(loss_params)
-    terms = [(weight, LOSSES[name](cfg)) for name, weight in zip(cfg["name"].split("+"), cfg["sum_weights"])]
+def build_loss(loss_params: LossConfig | Mapping[str, Any]) -> Loss:
+    """The ``loss`` group -> ``loss(y_true, y_pred) -> scalar``; sums weight each term."""
+    cfg = loss_config(loss_params)
+    terms = [(weight, LOSSES[name].factory(cfg)) for name, weight in zip(cfg.terms, cfg.term_weights)]
     if len(terms) == 1 and terms[0][0] == 1.0:
         return terms[0][1]
 
@@ -191,5 +202,5 @@ def build_loss(loss_params: Mapping[str, Any]) -> Loss:
             total = total + weight * term(y_true, y_pred)
         return total
 
-    summed.__name__ = cfg["name"].replace("+", "_plus_")
+    summed.__name__ = cfg.name.replace("+", "_plus_")
     return summed

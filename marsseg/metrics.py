@@ -64,22 +64,30 @@ def per_image_confusion(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def per_class_iou(matrix: np.ndarray) -> np.ndarray:
-    """IoU of every class 0-4 from a confusion matrix; NaN where a class is absent from truth and prediction.
+    """IoU of every class 0-4 from a (..., 5, 5) confusion matrix (or a stack of them) -> (..., 5).
 
-    Class 0's entry is meaningless when truth class 0 is ignored (its row is empty); use ``SCORED_CLASSES``.
+    NaN where a class is absent from truth and prediction. Class 0's entry is meaningless when truth
+    class 0 is ignored (its row is empty); use ``SCORED_CLASSES``.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
-    intersection = np.diag(matrix)
-    union = matrix.sum(axis=0) + matrix.sum(axis=1) - intersection
+    intersection = np.diagonal(matrix, axis1=-2, axis2=-1)
+    union = matrix.sum(axis=-2) + matrix.sum(axis=-1) - intersection
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, intersection / union, np.nan)
 
 
+def mean_ious(matrices: np.ndarray, classes=SCORED_CLASSES) -> np.ndarray:
+    """Mean IoU of each of a (..., 5, 5) stack of confusion matrices (Keras rule, see ``mean_iou``)."""
+    ious = per_class_iou(matrices)[..., list(classes)]
+    present = ~np.isnan(ious)
+    count = present.sum(axis=-1)
+    total = np.where(present, ious, 0.0).sum(axis=-1)
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
 def mean_iou(matrix: np.ndarray, classes=SCORED_CLASSES) -> float:
     """Mean IoU over ``classes`` that are present (Keras rule); 0.0 if none is, as Keras returns."""
-    ious = per_class_iou(matrix)[list(classes)]
-    present = ious[~np.isnan(ious)]
-    return float(present.mean()) if present.size else 0.0
+    return float(mean_ious(matrix, classes))
 
 
 def pixel_accuracy(matrix: np.ndarray) -> float:
@@ -92,7 +100,7 @@ def pixel_accuracy(matrix: np.ndarray) -> float:
 def per_image_miou(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """(N,) mean IoU of each image on its own; NaN for an image with no labelled pixel."""
     matrices = per_image_confusion(truth, pred)
-    scores = np.array([mean_iou(m) for m in matrices], dtype=np.float64)
+    scores = mean_ious(matrices)
     scores[matrices[:, 1:].sum(axis=(1, 2)) == 0] = np.nan
     return scores
 
@@ -130,6 +138,90 @@ class Scores:
         flat.update({f"{prefix}iou_{name}": value for name, value in self.iou.items()})
         flat[f"{prefix}pixel_accuracy"] = self.pixel_accuracy
         return flat
+
+
+# --------------------------------------------------------------------------- bootstrap over images
+
+CI_LEVEL = 0.95
+
+
+def bootstrap_weights(n_images: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n_images) float64: how often each image is drawn in each resample (with replacement).
+
+    A resample's confusion matrix is then ``weights @ per_image`` (one matrix product for all
+    resamples), and a paired comparison reuses the same weights for both runs.
+    """
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_images, size=(resamples, n_images))
+    draws += np.arange(resamples)[:, None] * n_images  # each resample counts in its own block
+    counts = np.bincount(draws.ravel(), minlength=resamples * n_images)
+    return counts.reshape(resamples, n_images).astype(np.float64)
+
+
+def resampled_confusion(per_image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(resamples, 5, 5) confusion matrices of the resampled sets; exact (counts stay below 2**53)."""
+    per_image = np.asarray(per_image)
+    if per_image.ndim != 3 or per_image.shape[1:] != (NUM_CLASSES, NUM_CLASSES):
+        raise ValueError(f"per-image confusion must have shape (N, {NUM_CLASSES}, {NUM_CLASSES}), got {per_image.shape}")
+    if len(per_image) != weights.shape[1]:
+        raise ValueError(f"{len(per_image)} per-image matrices but weights for {weights.shape[1]} images")
+    flat = per_image.reshape(len(per_image), -1).astype(np.float64)
+    return (weights @ flat).reshape(len(weights), NUM_CLASSES, NUM_CLASSES)
+
+
+def percentile_interval(samples: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:
+    """Central ``level`` percentile interval of bootstrap samples along axis 0, NaN samples left out.
+
+    A class absent from a resample has no IoU there; (NaN, NaN) if it is absent from all.
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    kept = samples[~np.isnan(samples)]
+    if kept.size == 0:
+        return math.nan, math.nan
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(kept, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_intervals(per_image: np.ndarray, resamples: int, seed: int, prefix: str = "") -> dict[str, float]:
+    """95% bootstrap intervals over images of mIoU and each scored class IoU.
+
+    ``{prefix}miou_ci_low``, ``{prefix}miou_ci_high``, ``{prefix}iou_<class>_ci_low`` / ``_ci_high``.
+    """
+    if resamples < 1 or len(per_image) == 0:
+        return {}
+    matrices = resampled_confusion(per_image, bootstrap_weights(len(per_image), resamples, seed))
+    ious = per_class_iou(matrices)
+    named = {"miou": mean_ious(matrices), **{f"iou_{CLASS_NAMES[c]}": ious[:, c] for c in SCORED_CLASSES}}
+    flat: dict[str, float] = {}
+    for name, samples in named.items():
+        flat[f"{prefix}{name}_ci_low"], flat[f"{prefix}{name}_ci_high"] = percentile_interval(samples)
+    return flat
+
+
+def scores_with_intervals(per_image: np.ndarray, resamples: int, seed: int, prefix: str = "val_") -> dict[str, float]:
+    """Every metric of the whole set (``Scores.as_dict``) and its bootstrap interval, from per-image matrices."""
+    per_image = np.asarray(per_image)
+    return {**Scores(per_image.sum(axis=0)).as_dict(prefix), **bootstrap_intervals(per_image, resamples, seed, prefix)}
+
+
+def paired_miou_difference(per_image_a, per_image_b, resamples: int, seed: int) -> np.ndarray:
+    """(resamples,) bootstrap samples of mIoU(a) - mIoU(b), both scored on the same resampled images.
+
+    ``a`` and ``b`` are per-image confusions of two predictions of the same validation images, in the
+    same order (or lists of them: each side's statistic is then the mean mIoU of its members, e.g.
+    the seeds of one configuration).
+    """
+    sides = []
+    for side in (per_image_a, per_image_b):
+        side = [side] if isinstance(side, np.ndarray) and side.ndim == 3 else list(side)
+        sides.append(side)
+    n_images = len(sides[0][0])
+    if any(len(member) != n_images for side in sides for member in side):
+        raise ValueError("paired comparison needs per-image confusions of the same images")
+    weights = bootstrap_weights(n_images, resamples, seed)
+    a, b = (np.mean([mean_ious(resampled_confusion(m, weights)) for m in side], axis=0) for side in sides)
+    return a - b
 
 
 def json_number(value, digits: int = 6):

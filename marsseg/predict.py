@@ -1,7 +1,7 @@
 """Batched prediction of class maps, optionally with horizontal-flip test-time augmentation (TTA).
 
-The trained model maps float32 (N,64,128,1) images in [0, 1] to softmax (N,64,128,5). Prediction
-wraps it in a small graph that takes the uint8 images as stored, scales them, runs the model (and
+The trained model maps (N,64,128,1) images as stored (grey levels 0-255; it scales them itself) to
+softmax (N,64,128,5). Prediction wraps it in a small graph that takes the uint8 images, runs the model (and
 its mirror image for TTA: the mean of softmax(x) and flip(softmax(flip(x)))) and returns the argmax
 as uint8, so neither a float copy of the inputs nor the 5-channel probabilities ever reach NumPy.
 """
@@ -77,7 +77,7 @@ def _label_graph(model, tta: bool):
         return ops.cast(out[0] if isinstance(out, (list, tuple)) else out, "float32")
 
     images = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="images")
-    x = ops.expand_dims(ops.cast(images, "float32") / 255.0, -1)
+    x = ops.expand_dims(ops.cast(images, "float32"), -1)  # the model scales grey levels itself
     probabilities = probabilities_of(x)
     outputs = [ops.cast(ops.argmax(probabilities, axis=-1), "uint8")]
     if tta:

@@ -1,10 +1,10 @@
-"""Experiments from presets: ``presets/<name>.yaml`` holds params overrides, run as a DVC experiment.
+"""Run a preset (presets/<name>.yaml: params overrides) as a DVC experiment; --list shows them.
 
-    python -m marsseg.presets run seed-best [--queue]   (or: make exp PRESET=seed-best)
-    python -m marsseg.presets list
+    marsseg exp seed-best [--queue]      (or: make exp PRESET=seed-best)
+    marsseg exp --list
 
 The overrides become ``dvc exp run -S key=value`` arguments, so they show in ``dvc exp show`` and, via
-the train stage, in MLflow (tagged ``preset``).
+the train stage, in MLflow (tagged ``preset``). A preset is validated with params.yaml before DVC starts.
 """
 from __future__ import annotations
 
@@ -12,15 +12,23 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from marsseg.errors import UserError, stage_main
-from marsseg.params import flatten, load_params
+from marsseg.config import load_yaml, read_params, validate
+from marsseg.errors import UserError
+from marsseg.params import flatten
 
 PRESET_DIR = Path("presets")
+
+
+def merged(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` laid over it group by group (nested mappings merge, values replace)."""
+    result = dict(base)
+    for key, value in overrides.items():
+        result[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return result
 
 
 def load_preset(name: str) -> dict:
@@ -28,13 +36,13 @@ def load_preset(name: str) -> dict:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))) or "none"
         raise UserError(f"{path}: no such preset (known: {known})")
-    overrides = yaml.safe_load(path.read_text()) or {}
+    try:
+        overrides = load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(overrides, dict):
         raise UserError(f"{path}: expected a mapping of parameter groups")
-    known_keys = flatten(load_params())
-    unknown = [key for key in flatten(overrides) if key not in known_keys]
-    if unknown:
-        raise UserError(f"{path}: unknown parameter(s) {', '.join(unknown)}; see params.yaml for the valid keys")
+    validate(merged(read_params(), overrides), source=str(path))
     return overrides
 
 
@@ -46,29 +54,25 @@ def set_param_args(overrides: dict) -> list[str]:
     return args
 
 
-def run(name: str, queue: bool) -> int:
-    command = ["dvc", "exp", "run", *set_param_args(load_preset(name))]
-    if queue:
-        command.append("--queue")
-    print("presets:", " ".join(command))
-    return subprocess.call(command, env={**os.environ, "MARSSEG_PRESET": name})
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", help="preset name (presets/<name>.yaml)")
+    parser.add_argument("--queue", action="store_true", help="queue it instead (dvc queue start runs it)")
+    parser.add_argument("--list", action="store_true", help="list the presets")
 
 
-@stage_main
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m marsseg.presets", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    run_parser = sub.add_parser("run", help="run a preset as a DVC experiment")
-    run_parser.add_argument("name")
-    run_parser.add_argument("--queue", action="store_true", help="queue it instead (dvc queue start runs it)")
-    sub.add_parser("list", help="list the presets")
-    args = parser.parse_args(argv)
-    if args.command == "list":
+def run(args) -> int:
+    if args.list or not args.name:
         for path in sorted(PRESET_DIR.glob("*.yaml")):
             print(path.stem)
-        return
-    sys.exit(run(args.name, args.queue))
+        return 0 if args.list else 2
+    command = ["dvc", "exp", "run", *set_param_args(load_preset(args.name))]
+    if args.queue:
+        command.append("--queue")
+    print("exp:", " ".join(command))
+    return subprocess.call(command, env={**os.environ, "MARSSEG_PRESET": args.name})
 
 
 if __name__ == "__main__":
-    main()
+    from marsseg.cli import run_module
+
+    run_module(__name__)

@@ -6,7 +6,7 @@ reads a folder in NASA/JPL's AI4Mars layout. Add a source with one function and 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -14,6 +14,9 @@ from PIL import Image, UnidentifiedImageError
 from marsseg import IMAGE_SHAPE, NUM_CLASSES
 from marsseg.datasets import LabelledSet, read_npz
 from marsseg.errors import UserError
+
+if TYPE_CHECKING:  # the config reads SOURCES to check data.source
+    from marsseg.config import DataConfig
 
 # AI4Mars labels: 0 soil, 1 bedrock, 2 sand, 3 big rock, 255 unlabelled -> our classes.
 AI4MARS_LABEL_MAP = {0: 1, 1: 2, 2: 3, 3: 4, 255: 0}
@@ -34,6 +37,10 @@ def _as_uint8(values: np.ndarray, where: str, what: str, high: int) -> np.ndarra
     if np.issubdtype(values.dtype, np.floating) and not np.array_equal(values, np.round(values)):
         if high < 255:
             raise UserError(f"{where}: {what} holds fractional labels; expected whole numbers 0-{high}")
+        if high_seen <= 1.0:
+            # Rounding 0-1 floats would leave a black-and-white picture that later stages blame on themselves.
+            print(f"note: {where}: {what} are floats in [0, 1]; read as grey levels scaled to 0-1 and rescaled to 0-255")
+            values = values * 255.0
         values = np.round(values)
     return values.astype(np.uint8)
 
@@ -140,18 +147,11 @@ def load_ai4mars(folder: str | Path) -> LabelledSet:
     )
 
 
-def load_synthetic(data_params: dict, seed: int) -> LabelledSet:
+def load_synthetic(data: DataConfig, seed: int) -> LabelledSet:
     from marsseg.synthetic import generate
 
-    settings = data_params.get("synthetic") or {}
-    # Raw values: the generator checks them and names the parameter on a bad one.
-    generated = generate(
-        n_train=settings.get("n_train", 800),
-        n_test=settings.get("n_test", 200),
-        outlier_fraction=settings.get("outlier_fraction", 0.04),
-        seed=seed,
-        rock_image_fraction=settings.get("rock_image_fraction", 0.2),
-    )
+    # Every data.synthetic key is a keyword of the generator, so a new generator option needs no wiring.
+    generated = generate(seed=seed, **data.synthetic.model_dump())
     return LabelledSet(
         images=generated.train_images,
         masks=generated.train_masks,
@@ -160,10 +160,10 @@ def load_synthetic(data_params: dict, seed: int) -> LabelledSet:
     )
 
 
-SOURCES: dict[str, Callable[[dict, int], LabelledSet]] = {
+SOURCES: dict[str, Callable[["DataConfig", int], LabelledSet]] = {
     "synthetic": load_synthetic,
-    "npz": lambda data_params, seed: load_npz(data_params["path"]),
-    "ai4mars": lambda data_params, seed: load_ai4mars(data_params["path"]),
+    "npz": lambda data, seed: load_npz(data.path),
+    "ai4mars": lambda data, seed: load_ai4mars(data.path),
 }
 
 
@@ -177,13 +177,6 @@ def subsample(data: LabelledSet, limit: int, seed: int) -> LabelledSet:
     return subset
 
 
-def load_source(data_params: dict, seed: int) -> LabelledSet:
-    name = data_params.get("source")
-    if name not in SOURCES:
-        raise UserError(f"params.yaml: data.source '{name}' is unknown; choose one of {', '.join(SOURCES)}")
-    if name != "synthetic" and not data_params.get("path"):
-        raise UserError(f"params.yaml: data.path must name the input for data.source '{name}'")
-    limit = data_params.get("limit", 0)
-    if not isinstance(limit, int) or limit < 0:
-        raise UserError(f"params.yaml: data.limit must be a non-negative integer, got {limit!r}")
-    return subsample(SOURCES[name](data_params, seed), limit, seed)
+def load_source(data: DataConfig, seed: int) -> LabelledSet:
+    """The configured source (``data.source``, checked by the config), subsampled to ``data.limit``."""
+    return subsample(SOURCES[data.source](data, seed), data.limit, seed)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Mapping
 
 import cv2
 import numpy as np
@@ -31,7 +30,7 @@ from scipy.sparse.csgraph import connected_components
 from marsseg import NUM_CLASSES
 from marsseg.datasets import LabelledSet
 from marsseg.errors import UserError
-from marsseg.params import reject_unknown_keys
+from marsseg.config import SplitConfig
 from marsseg.reporting import class_fractions
 
 RARE_CLASS = NUM_CLASSES - 1  # big rock
@@ -42,35 +41,6 @@ CANDIDATE_MIN_SIMILARITY = 0.7
 SPECTRUM_BAND = 12  # lowest spatial frequencies kept in the spectral signature
 TEXTURE_BLUR_SIGMA = 2.0
 ILLUMINATION_BLUR_SIGMA = 8.0
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    val_fraction: float = 0.2
-    rare_val_fraction: float = 0.1
-    near_duplicates: bool = True
-    max_shift: int = 8
-    min_correlation: float = 0.5
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "SplitConfig":
-        """Build from the ``split`` group of params.yaml, naming any bad key."""
-        reject_unknown_keys("split", params, cls.__dataclass_fields__)
-        config = cls(**params)
-        config.validate()
-        return config
-
-    def validate(self) -> None:
-        for name in ("val_fraction", "rare_val_fraction"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-                raise UserError(f"params.yaml: split.{name} must be a number in [0, 1), got {value!r}")
-        if not isinstance(self.near_duplicates, bool):
-            raise UserError(f"params.yaml: split.near_duplicates must be true or false, got {self.near_duplicates!r}")
-        if not isinstance(self.max_shift, int) or isinstance(self.max_shift, bool) or not 0 <= self.max_shift <= 32:
-            raise UserError(f"params.yaml: split.max_shift must be an integer 0-32 (pixels), got {self.max_shift!r}")
-        if not isinstance(self.min_correlation, (int, float)) or not 0 < self.min_correlation <= 1:
-            raise UserError(f"params.yaml: split.min_correlation must be in (0, 1], got {self.min_correlation!r}")
 
 
 @dataclass
@@ -212,6 +182,24 @@ def assign_folds(groups: np.ndarray, rare: np.ndarray, config: SplitConfig, seed
     return np.isin(groups, list(validation))
 
 
+def assign_kfold(groups: np.ndarray, rare: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold id (0..folds-1) per row. Whole groups move; big-rock groups and the others are each spread
+    over the folds, largest group first onto the lightest fold, so every fold gets its share of both."""
+    group_ids, inverse = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(inverse)
+    group_rare = np.bincount(inverse, weights=rare.astype(float)) > 0
+    group_fold = np.zeros(len(group_ids), dtype=np.int64)
+    for stratum in (True, False):
+        members = np.random.default_rng([seed, int(stratum), folds]).permutation(np.flatnonzero(group_rare == stratum))
+        members = members[np.argsort(-sizes[members], kind="stable")]
+        load = np.zeros(folds)
+        for group in members:
+            fold = int(np.argmin(load))
+            group_fold[group] = fold
+            load[fold] += sizes[group]
+    return group_fold[inverse]
+
+
 # ---------------------------------------------------------------- whole split
 
 
@@ -240,10 +228,24 @@ def _fold_metrics(name: str, data: LabelledSet, groups: np.ndarray, rare: np.nda
     }
 
 
-def split_dataset(data: LabelledSet, config: SplitConfig, seed: int) -> SplitResult:
+def split_dataset(data: LabelledSet, config: SplitConfig, seed: int, where: str = "the data set",
+                  fold: int | None = None) -> SplitResult:
+    """The single train/val split, or with ``fold`` the k-fold split (``config.folds``) validating on that fold."""
     groups, duplicate_stats = find_duplicate_groups(data.images, config)
+    distinct = len(np.unique(groups))
+    if distinct < 2:
+        raise UserError(
+            f"{where}: all {len(data)} rows are copies of one picture (exact or near duplicates), so no "
+            "validation fold can be kept apart from training; the input needs distinct images"
+        )
     rare = rare_rows(data.masks)
-    is_val = assign_folds(groups, rare, config, seed)
+    if fold is not None:
+        if distinct < config.folds:
+            raise UserError(f"params.yaml: split.folds is {config.folds} but {where} holds only {distinct} distinct "
+                            "pictures (duplicates stay together); use fewer folds")
+        is_val = assign_kfold(groups, rare, config.folds, seed) == fold
+    else:
+        is_val = assign_folds(groups, rare, config, seed)
     if is_val.all() or not is_val.any():
         side = "training" if is_val.all() else "validation"
         raise UserError(

@@ -1,4 +1,4 @@
-"""The competition submission file: fast writer, strict checker, and a CLI to check any file.
+"""The competition submission file: fast writer and strict checker (`marsseg submit-check` runs it on any file).
 
 Format: header ``id,0,1,...,8191``; then one row per test image, in test-set order: its 0-based
 ``id``, then the predicted class (0-4) of each pixel of the 64x128 mask flattened row-major.
@@ -6,14 +6,10 @@ Format: header ``id,0,1,...,8191``; then one row per test image, in test-set ord
 Classes are single digits, so a row's pixel part has a fixed layout (digit, comma, digit, ...):
 the writer fills a byte buffer with NumPy and the checker validates it the same way. Only rows
 that fail that fast path are parsed field by field, to say exactly what is wrong.
-
-    python -m marsseg.submission check FILE [--rows N | --dataset PATH.npz]
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +20,8 @@ import numpy as np
 from marsseg import CLASS_NAMES, IMAGE_SHAPE, NUM_CLASSES
 from marsseg.contracts import check_images, check_masks
 from marsseg.datasets import read_npz
-from marsseg.errors import UserError, stage_main
+from marsseg.errors import UserError
+from marsseg.io import atomic_file
 
 PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 HEADER = ("id," + ",".join(str(i) for i in range(PIXELS)) + "\n").encode()
@@ -48,18 +45,14 @@ def _pixel_bytes(labels: np.ndarray) -> np.ndarray:
 def write_submission(path: str | Path, labels: np.ndarray) -> str:
     """Write (N,64,128) predicted classes as a submission; returns the file's md5.
 
-    Written to a temporary name and renamed, so an interrupted run never leaves a truncated file.
+    Streamed through ``marsseg.io.atomic_file``: a full disk or a kill never leaves a truncated file.
     """
     check_masks(labels, "write_submission", "predictions")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     digest = hashlib.md5()
     flat = labels.reshape(len(labels), PIXELS)
-    with open(partial, "wb") as handle:
+    with atomic_file(path) as handle:
         for block in _written(flat, digest):
             handle.write(block)
-    os.replace(partial, path)
     return digest.hexdigest()
 
 
@@ -159,7 +152,7 @@ def check_submission(path: str | Path, expected_rows: int | None = None) -> Subm
 
 # --------------------------------------------------------------------------- test images
 
-def _test_array(path: str | Path) -> tuple[str, np.ndarray]:
+def read_test_array(path: str | Path) -> tuple[str, np.ndarray]:
     arrays = read_npz(path)
     for key in ("test_images", "test_set"):
         if key in arrays:
@@ -169,37 +162,8 @@ def _test_array(path: str | Path) -> tuple[str, np.ndarray]:
 
 def load_test_images(path: str | Path) -> np.ndarray:
     """The competition test images of a canonical dataset file (``test_images``) or course file (``test_set``)."""
-    key, images = _test_array(path)
+    key, images = read_test_array(path)
     check_images(images, str(path), key)
     if len(images) == 0:
         raise UserError(f"{path}: '{key}' holds no test images; nothing to submit")
     return images
-
-
-# --------------------------------------------------------------------------- CLI
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m marsseg.submission", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="validate a submission file")
-    check.add_argument("file", help="submission CSV")
-    expected = check.add_mutually_exclusive_group()
-    expected.add_argument("--rows", type=int, help="expected number of test images")
-    expected.add_argument("--dataset", help="npz whose test_images / test_set sets the expected row count")
-    return parser
-
-
-@stage_main
-def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    expected = args.rows if args.rows is not None else (len(_test_array(args.dataset)[1]) if args.dataset else None)
-    if expected is not None and expected < 0:
-        raise UserError(f"--rows must be a non-negative integer, got {expected}")
-    summary = check_submission(args.file, expected)
-    fractions = ", ".join(f"{name} {value:.4f}" for name, value in summary.class_fractions.items())
-    print(f"OK {args.file}: {summary.rows} rows x {PIXELS} pixels, md5 {summary.md5}")
-    print(f"predicted class fractions: {fractions}")
-
-
-if __name__ == "__main__":
-    main()

@@ -20,6 +20,13 @@ Like the course data, a fraction of the training rows are injected outliers: pic
 not terrain at all (gradients with shapes, checkerboards, text, indoor blocks), all carrying one
 and the same mask. The test set holds terrain only.
 
+``outlier_styles`` draws other outliers instead, for evaluating the clean stage on pictures its
+rules were not developed with (``HELD_OUT_STYLES``): pages of text, grids of tiles, portraits,
+rooms in perspective, product shots, and ``paste_<style>``, a picture of that style pasted over
+30-60% of a terrain frame. Whole-frame outliers then share one mask of background and one class;
+a pasted one keeps its terrain frame's mask. Left at None the data set is the default one, byte for
+byte (the new styles draw from the outlier streams only when asked for).
+
 Everything is vectorised over a chunk of pictures and drawn from ``numpy.random.default_rng``
 streams derived from ``seed``: the same arguments give byte-identical arrays.
 """
@@ -28,6 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field as dataclass_field
 from numbers import Real
+from typing import Sequence
 
 import numpy as np
 import scipy.fft
@@ -68,18 +76,21 @@ def generate(
     seed: int,
     *,
     rock_image_fraction: float = 0.2,
+    outlier_styles: Sequence[str] | None = None,
 ) -> SyntheticData:
     """Draw ``n_train`` training and ``n_test`` test pictures with their masks.
 
     ``round(outlier_fraction * n_train)`` training rows, at seeded-random positions, are
     non-terrain outliers sharing one mask. ``rock_image_fraction`` of terrain pictures hold
-    big rocks (about 1% of all pixels at the default 0.2).
+    big rocks (about 1% of all pixels at the default 0.2). ``outlier_styles`` (None: the default
+    data set) names the outlier styles to draw instead, each equally likely (module docstring).
     """
     _check_count(n_train, "data.synthetic.n_train", minimum=1)
     _check_count(n_test, "data.synthetic.n_test", minimum=1)
     _check_fraction(outlier_fraction, "data.synthetic.outlier_fraction", upper=0.5, upper_included=False)
     _check_fraction(rock_image_fraction, "data.synthetic.rock_image_fraction", upper=1.0, upper_included=True)
     _check_count(seed, "seed", minimum=0, maximum=2**63 - 1)
+    styles = None if outlier_styles is None else _check_styles(outlier_styles)
 
     train_images, train_masks = _terrain(n_train, [seed, TRAIN_STREAM], rock_image_fraction)
     test_images, test_masks = _terrain(n_test, [seed, TEST_STREAM], rock_image_fraction)
@@ -88,9 +99,14 @@ def generate(
     outlier_rows = np.sort(
         np.random.default_rng([seed, OUTLIER_ROW_STREAM]).choice(n_train, size=n_outliers, replace=False)
     ).astype(np.int64)
-    if n_outliers:
+    if n_outliers and styles is None:
         train_images[outlier_rows] = _outlier_images(n_outliers, np.random.default_rng([seed, OUTLIER_STREAM]))
         train_masks[outlier_rows] = _outlier_mask(np.random.default_rng([seed, OUTLIER_MASK_STREAM]))
+    elif n_outliers:
+        rng = np.random.default_rng([seed, OUTLIER_STREAM])
+        images, whole = _styled_outliers(styles, train_images[outlier_rows], rng)
+        train_images[outlier_rows] = images
+        train_masks[outlier_rows[whole]] = _background_and_one_class(np.random.default_rng([seed, OUTLIER_MASK_STREAM]))
     return SyntheticData(train_images, train_masks, test_images, test_masks, outlier_rows)
 
 
@@ -102,6 +118,16 @@ def _check_count(value, key: str, minimum: int, maximum: int = MAX_IMAGES) -> No
         raise UserError(f"{key}: expected a whole number, got {value!r}")
     if not minimum <= value <= maximum:
         raise UserError(f"{key}: {value} is out of range; use a whole number from {minimum} to {maximum}")
+
+
+def _check_styles(styles) -> tuple[str, ...]:
+    if isinstance(styles, str) or not isinstance(styles, Sequence) or not styles:
+        raise UserError(f"outlier_styles: expected a non-empty list of style names, got {styles!r}")
+    known = list(OUTLIER_STYLES) + [PASTE + name for name in OUTLIER_STYLES]
+    for style in styles:
+        if style not in known:
+            raise UserError(f"outlier_styles: unknown style {style!r}; known: {', '.join(known)}")
+    return tuple(styles)
 
 
 def _check_fraction(value, key: str, upper: float, upper_included: bool) -> None:
@@ -624,6 +650,200 @@ def _indoor(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 _OUTLIER_KINDS = (_shapes, _checkerboard, _text, _indoor)
+
+
+# --------------------------------------------------------------------------- held-out outlier styles
+# Drawn one picture at a time: outliers are few, and each style is easier to read as a recipe.
+
+
+def _page(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A page of printed paragraphs: words of letter strokes on grainy, unevenly lit paper (or a slide)."""
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    pictures = np.empty((n, H, W), np.float32)
+    for i in range(n):
+        paper = rng.uniform(0.6, 0.95) * (1 - rng.uniform(0, 0.25) * (xs + ys) / (W + H))
+        paper = paper + rng.uniform(0.005, 0.03) * ndi.gaussian_filter(rng.standard_normal((H, W)), 0.7)
+        ink = np.zeros((H, W), bool)
+        pitch, x_height = rng.integers(5, 9), rng.integers(2, 5)
+        columns = rng.integers(1, 3)
+        left, right, top = rng.integers(4, 16), W - rng.integers(4, 16), rng.integers(2, 8)
+        width = (right - left) // columns
+        for column in range(columns):
+            start, stop = left + column * width + 2 * column, left + (column + 1) * width - 2
+            for row in range(top, H - x_height, pitch):
+                end = stop if rng.random() > 0.2 else rng.integers(start, stop)  # paragraph ends
+                x = start
+                while x < end:
+                    word = rng.integers(3, 16)
+                    letters = rng.random(word) < 0.7
+                    ink[row:row + x_height, x:min(x + word, end)] = letters[:max(min(word, end - x), 0)]
+                    x += word + rng.integers(2, 4)
+        tone = rng.uniform(0.03, 0.35)
+        picture = np.where(ink, tone, paper)
+        if rng.random() < 0.2:  # a slide: light letters on a dark ground
+            picture = 1.0 - picture
+        pictures[i] = picture
+    return pictures
+
+
+def _grid(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Tiles in a grid with grout lines: a tiled wall, a mosaic, a spreadsheet or a window grid."""
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    pictures = np.empty((n, H, W), np.float32)
+    for i in range(n):
+        angle = rng.uniform(-0.3, 0.3)
+        u = xs * np.cos(angle) + ys * np.sin(angle) + rng.uniform(0, 20)
+        v = ys * np.cos(angle) - xs * np.sin(angle) + rng.uniform(0, 20)
+        cell_w, cell_h = rng.uniform(6, 24), rng.uniform(5, 18)
+        grout = rng.uniform(0.8, 2.5)
+        col, row = np.floor(u / cell_w).astype(int), np.floor(v / cell_h).astype(int)
+        lines = ((u % cell_w) < grout) | ((v % cell_h) < grout)
+        spread = rng.choice([0.03, 0.15, 0.4])  # plain tiles, worn tiles, a mosaic
+        tones = np.clip(rng.uniform(0.3, 0.9) + spread * rng.standard_normal((64, 64)), 0, 1)
+        tile = tones[row % 64, col % 64]
+        tile = tile + rng.uniform(0, 0.03) * rng.standard_normal((H, W))
+        picture = np.where(lines, rng.uniform(0.05, 0.95), tile)
+        pictures[i] = picture * (1 - rng.uniform(0, 0.3) * xs / W)
+    return pictures
+
+
+def _portrait(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A head and shoulders in front of a soft studio backdrop."""
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    pictures = np.empty((n, H, W), np.float32)
+    for i in range(n):
+        backdrop = rng.uniform(0.2, 0.9) + rng.uniform(-0.2, 0.2) * ys / H
+        backdrop = backdrop + 0.08 * ndi.gaussian_filter(rng.standard_normal((H, W)), 8) * 8
+        cx = rng.uniform(35, 93)
+        head_y, head_rx, head_ry = rng.uniform(18, 30), rng.uniform(10, 15), rng.uniform(14, 20)
+        shoulders = ((xs - cx) / rng.uniform(30, 55)) ** 2 + ((ys - H - 8) / rng.uniform(22, 32)) ** 2 < 1
+        neck = (np.abs(xs - cx) < head_rx * 0.45) & (ys > head_y) & (ys < head_y + head_ry + 8)
+        dx, dy = (xs - cx) / head_rx, (ys - head_y) / head_ry
+        head = dx**2 + dy**2 < 1
+        skin = rng.uniform(0.35, 0.85)
+        shading = skin * (0.75 + 0.35 * np.sqrt(np.clip(1 - dx**2 - dy**2, 0, 1)) - rng.uniform(-0.15, 0.15) * dx)
+        hair = head & (dy < rng.uniform(-0.5, -0.2) + 0.3 * np.abs(dx) ** 2)
+        eyes = (((xs - cx - 0.4 * head_rx) ** 2 + (ys - head_y + 0.1 * head_ry) ** 2 < 2.5)
+                | ((xs - cx + 0.4 * head_rx) ** 2 + (ys - head_y + 0.1 * head_ry) ** 2 < 2.5))
+        mouth = (np.abs(xs - cx) < 0.3 * head_rx) & (np.abs(ys - head_y - 0.5 * head_ry) < 0.8)
+        picture = np.where(shoulders, rng.uniform(0.05, 0.8), backdrop)
+        picture = np.where(neck, skin * 0.8, picture)
+        picture = np.where(head, shading, picture)
+        picture = np.where(hair, rng.uniform(0.02, 0.6), picture)
+        picture = np.where(head & (eyes | mouth), skin * 0.3, picture)
+        pictures[i] = ndi.gaussian_filter(picture, rng.uniform(0.6, 1.5))
+    return pictures
+
+
+def _room(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A room in one-point perspective: back wall, side walls, ceiling, a planked floor, a door and a lamp."""
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    pictures = np.empty((n, H, W), np.float32)
+    for i in range(n):
+        vx, vy = rng.uniform(40, 88), rng.uniform(20, 34)
+        half_w, half_h = rng.uniform(14, 34), rng.uniform(8, 18)
+        ax, ay = (xs - vx) / half_w, (ys - vy) / half_h
+        back = (np.abs(ax) < 1) & (np.abs(ay) < 1)
+        floor = ~back & (ay > np.abs(ax))
+        ceiling = ~back & (-ay > np.abs(ax))
+        wall = rng.uniform(0.4, 0.9)
+        picture = np.where(xs < vx, wall * rng.uniform(0.6, 0.9), wall * rng.uniform(0.7, 1.0))
+        picture = np.where(back, wall, picture)
+        picture = np.where(ceiling, min(wall * 1.1, 1.0), picture)
+        plank = np.floor(np.arctan2(xs - vx, np.maximum(ys - vy, 1e-3)) * rng.uniform(6, 14))
+        wood = rng.uniform(0.2, 0.6) + 0.05 * np.sin(plank * 2.7)
+        picture = np.where(floor, wood * (0.7 + 0.3 * (ys - vy) / H), picture)
+        door_x = vx + rng.uniform(-0.8, 0.5) * half_w
+        door = back & (xs > door_x) & (xs < door_x + 0.35 * half_w) & (ay > -0.3)
+        picture = np.where(door, rng.uniform(0.1, 0.5), picture)
+        lamp = (xs - vx - rng.uniform(-10, 10)) ** 2 / 9 + (ys - rng.uniform(2, 8)) ** 2 / 4 < 1
+        picture = np.where(lamp, 1.0, picture)
+        pictures[i] = ndi.gaussian_filter(picture, rng.uniform(0.3, 0.9))
+    return pictures
+
+
+def _product(rng: np.random.Generator, n: int) -> np.ndarray:
+    """One object on a seamless bright backdrop: a bottle or a box, shaded, with a highlight and a soft shadow."""
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    pictures = np.empty((n, H, W), np.float32)
+    for i in range(n):
+        picture = rng.uniform(0.7, 1.0) - rng.uniform(0, 0.2) * ys / H
+        cx, base = rng.uniform(30, 98), rng.uniform(50, 62)
+        half = rng.uniform(8, 22)
+        height = rng.uniform(25, 45)
+        shadow = ((xs - cx - 6) / (half * 1.6)) ** 2 + ((ys - base) / 3.5) ** 2 < 1
+        picture = np.where(ndi.gaussian_filter(shadow.astype(np.float32), 2.5) > 0.3, picture * 0.7, picture)
+        body = (np.abs(xs - cx) < half) & (ys > base - height) & (ys < base)
+        tone = rng.uniform(0.05, 0.8)
+        if rng.random() < 0.5:  # a bottle: cylinder shading and a neck
+            across = np.clip((xs - cx) / half, -1, 1)
+            surface = tone * (0.5 + 0.6 * np.sqrt(1 - across**2))
+            neck = (np.abs(xs - cx) < half * 0.35) & (ys > base - height - 10) & (ys <= base - height)
+            body |= neck
+        else:  # a box: a lit face and a darker side face
+            surface = np.where(xs < cx + half * 0.4, tone, tone * 0.6)
+        highlight = np.abs(xs - cx + half * 0.45) < 1.2
+        label = (np.abs(xs - cx) < half * 0.8) & (np.abs(ys - base + height * 0.5) < height * 0.2)
+        surface = np.where(label, rng.uniform(0.2, 1.0), surface)
+        surface = np.where(highlight, 1.0, surface)
+        picture = np.where(body, surface, picture)
+        pictures[i] = ndi.gaussian_filter(picture, rng.uniform(0.4, 1.0))
+    return pictures
+
+
+OUTLIER_STYLES = {
+    "shapes": _shapes, "checkerboard": _checkerboard, "text": _text, "indoor": _indoor,
+    "page": _page, "grid": _grid, "portrait": _portrait, "room": _room, "product": _product,
+}
+PASTE = "paste_"  # prefix: that style pasted over PASTE_AREA of a terrain frame
+PASTE_AREA = (0.3, 0.6)
+DEFAULT_STYLES = tuple(kind.__name__[1:] for kind in _OUTLIER_KINDS)  # what the default data set holds
+# What the clean rules were developed on; HELD_OUT_STYLES were kept out of every tuning run.
+TUNING_STYLES = DEFAULT_STYLES + tuple(PASTE + style for style in DEFAULT_STYLES)
+HELD_OUT_STYLES = ("page", "grid", "portrait", "room", "product",
+                   "paste_page", "paste_grid", "paste_portrait", "paste_room", "paste_product")
+
+
+def _styled_outliers(styles: tuple[str, ...], terrain: np.ndarray, rng: np.random.Generator):
+    """Outlier pictures of the given styles, each equally likely; pasted ones over their row's terrain.
+
+    Returns the (n, H, W) uint8 pictures and which of them are whole-frame (not pasted)."""
+    n = len(terrain)
+    kinds = rng.integers(0, len(styles), n)
+    images = np.empty((n, H, W), np.uint8)
+    for k, style in enumerate(styles):
+        rows = np.flatnonzero(kinds == k)
+        if rows.size == 0:
+            continue
+        name = style.removeprefix(PASTE)
+        pictures = OUTLIER_STYLES[name](rng, rows.size).astype(np.float32)
+        pictures = ndi.gaussian_filter(pictures, 0.5, axes=(1, 2)) * _per_picture(rng, rows.size, 0.4, 1.0)
+        pictures += _per_picture(rng, rows.size, 0.0, 0.01) * rng.standard_normal(pictures.shape, dtype=np.float32)
+        pictures = np.clip(pictures, 0, 1)
+        if style.startswith(PASTE):
+            pictures = np.stack([_paste(rng, terrain[row] / np.float32(255), picture)
+                                 for row, picture in zip(rows, pictures)])
+        images[rows] = np.clip(np.rint(pictures * 255), 0, 255).astype(np.uint8)
+    whole = ~np.isin(kinds, [k for k, style in enumerate(styles) if style.startswith(PASTE)])
+    return images, whole
+
+
+def _paste(rng: np.random.Generator, frame: np.ndarray, picture: np.ndarray) -> np.ndarray:
+    """``picture`` shrunk into a rectangle covering PASTE_AREA of ``frame``, at a random place."""
+    area = rng.uniform(*PASTE_AREA) * H * W
+    height = int(np.clip(round(math.sqrt(area / rng.uniform(1.0, 3.0))), area / W, H))
+    width = int(min(round(area / height), W))
+    top, left = rng.integers(0, H - height + 1), rng.integers(0, W - width + 1)
+    out = frame.copy()
+    out[top:top + height, left:left + width] = ndi.zoom(picture, (height / H, width / W), order=1)[:height, :width]
+    return out
+
+
+def _background_and_one_class(rng: np.random.Generator) -> np.ndarray:
+    """The one mask whole-frame held-out outliers share: background above a row, one class below."""
+    mask = np.zeros((H, W), np.uint8)
+    mask[rng.integers(12, 40):] = rng.choice(TERRAIN_CLASSES)
+    return mask
 
 
 # --------------------------------------------------------------------------- noise helpers

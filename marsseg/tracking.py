@@ -2,22 +2,24 @@
 
 The store defaults to ``sqlite:///<main checkout>/mlflow.db`` so that runs launched by
 ``dvc exp run --temp`` / ``--queue`` (which execute in a copy under ``.dvc/tmp/exps``) land in the same
-store as workspace runs. The run id travels to the later stages through ``models/mlflow_run.json``.
+store as workspace runs. Evaluate and submit find the training run by the md5 of ``models/model.keras``
+(tag ``model_md5``): no DVC output carries a run id, which would differ on every rerun.
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
-import warnings
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
 from marsseg.errors import UserError
+from marsseg.identity import file_md5
 
-RUN_FILE = Path("models/mlflow_run.json")
+MODEL_FILE = Path("models/model.keras")
+MODEL_TAG = "model_md5"
 DVC_TEMP_MARKER = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 
 
@@ -30,26 +32,35 @@ def main_checkout_root(cwd: Path | None = None) -> Path:
     return cwd
 
 
-def tracking_uri(mlflow_params: dict) -> str:
-    configured = mlflow_params.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+def tracking_uri(mlflow_cfg) -> str:
+    return tracking_source(mlflow_cfg)[0]
+
+
+def tracking_source(mlflow_cfg) -> tuple[str, str]:
+    """(uri, where it came from): ``mlflow.tracking_uri`` in params.yaml, then ``MLFLOW_TRACKING_URI``,
+    then this checkout's sqlite store, so a message can point at the setting to fix."""
+    configured = mlflow_cfg.tracking_uri if hasattr(mlflow_cfg, "tracking_uri") else mlflow_cfg.get("tracking_uri")
     if configured:
-        return configured
-    return f"sqlite:///{main_checkout_root() / 'mlflow.db'}"
+        return configured, "mlflow.tracking_uri"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI"
+    return f"sqlite:///{main_checkout_root() / 'mlflow.db'}", "the default tracking store"
 
 
-def check_reachable(uri: str, timeout: float = 3.0) -> None:
-    """Fail fast, before any training, if the tracking store cannot be reached."""
+def check_reachable(uri: str, timeout: float = 3.0, origin: str = "mlflow.tracking_uri") -> None:
+    """Fail fast, before any training, if the tracking store cannot be reached (``origin``: where the
+    address came from, named in the message)."""
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
             socket.create_connection((parsed.hostname, port), timeout=timeout).close()
         except OSError as exc:
-            raise UserError(f"mlflow.tracking_uri {uri}: tracking server unreachable ({exc.strerror or exc})") from None
+            raise UserError(f"{origin} {uri}: tracking server unreachable ({exc.strerror or exc})") from None
     elif parsed.scheme == "sqlite":
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise UserError(f"mlflow.tracking_uri {uri}: folder {folder} does not exist or is not writable")
+            raise UserError(f"{origin} {uri}: folder {folder} does not exist or is not writable")
 
 
 def git_state() -> dict[str, str]:
@@ -64,18 +75,17 @@ def git_state() -> dict[str, str]:
 class Tracker:
     """A thin handle on one MLflow run that turns into a no-op when tracking is optional and down."""
 
-    def __init__(self, mlflow_params: dict):
-        self.uri = tracking_uri(mlflow_params)
-        self.experiment = mlflow_params.get("experiment") or "marsseg"
-        self.required = bool(mlflow_params.get("required", True))
+    def __init__(self, mlflow_cfg):
+        self.uri, origin = tracking_source(mlflow_cfg)
+        self.experiment = mlflow_cfg.experiment
+        self.required = mlflow_cfg.required
         self.enabled = True
         try:
-            check_reachable(self.uri)
+            check_reachable(self.uri, origin=origin)
         except UserError as exc:
             if self.required:
                 raise
-            warnings.warn(f"{exc}; mlflow.required is false, so training goes on without tracking")
-            print(f"warning: {exc}; training goes on without tracking")
+            print(f"warning: {exc}; mlflow.required is false, so the stage goes on without tracking", file=sys.stderr)
             self.enabled = False
         if self.enabled:
             import mlflow
@@ -133,33 +143,35 @@ class Tracker:
             mlflow.keras.log_model(model, name="model", pip_requirements=["tensorflow", "keras"])
 
 
-def write_run_file(run, uri: str, path: Path = RUN_FILE) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"run_id": run.info.run_id, "tracking_uri": uri} if run else {"run_id": None, "tracking_uri": None}
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+def tag_model(tracker: Tracker, model_path: Path = MODEL_FILE) -> None:
+    """Mark the active training run with the md5 of the model it saved: how evaluate and submit find it.
+
+    The tag survives a run-cache restore: a restored model with the same bytes finds the same run.
+    """
+    tracker.set_tags({MODEL_TAG: file_md5(model_path)})
 
 
-def read_run_id(tracker: Tracker, path: Path = RUN_FILE) -> str | None:
-    """The train stage's run in this store, or None (e.g. a model restored from another machine's cache)."""
-    if not tracker.enabled or not path.is_file():
-        return None
-    run_id = json.loads(path.read_text()).get("run_id")
-    if not run_id:
+def find_training_run(tracker: Tracker, model_path: Path = MODEL_FILE) -> str | None:
+    """The newest run in this store that saved exactly this model, or None (e.g. a model restored from
+    another machine's cache, whose run lives in that machine's store)."""
+    if not tracker.enabled or not model_path.is_file():
         return None
     try:
-        tracker._mlflow.get_run(run_id)
-    except Exception:  # noqa: BLE001 - MLflow raises several types for an unknown run
+        runs = tracker._mlflow.search_runs(
+            experiment_names=[tracker.experiment], filter_string=f"tags.{MODEL_TAG} = '{file_md5(model_path)}'",
+            order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    except Exception:  # noqa: BLE001 - MLflow raises several types for an unknown experiment or store
         return None
-    return run_id
+    return runs[0].info.run_id if runs else None
 
 
-def add_to_training_run(mlflow_params: dict, stage: str, metrics: dict, artifacts: list[Path],
-                        tags: dict | None = None) -> None:
-    """Evaluate and submit log into the train stage's run rather than starting runs of their own."""
+def add_to_training_run(mlflow_cfg, stage: str, metrics: dict, artifacts: list[Path],
+                        tags: dict | None = None, model_path: Path = MODEL_FILE) -> None:
+    """Evaluate and submit log into the run that trained ``model_path`` rather than starting runs of their own."""
     from marsseg.params import flatten
 
-    tracker = Tracker(mlflow_params)
-    run_id = read_run_id(tracker)
+    tracker = Tracker(mlflow_cfg)
+    run_id = find_training_run(tracker, model_path)
     if run_id is None:
         if tracker.enabled:
             print(f"{stage}: the model's MLflow run is not in {tracker.uri} (model restored from a cache?); not logged")

@@ -1,34 +1,31 @@
-"""Augment: the training fold and its seeded augmented copies (validation is never augmented)."""
-import sys
-from pathlib import Path
+"""Augment: the training fold and its seeded augmented copies (validation is never augmented).
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python stages/augment.py`
-
+`--fold i` (the cv_augment stages): the training part of cross-validation fold i.
+"""
 import pandas as pd
 
-from marsseg.augment import AugmentConfig, augment_dataset, class_distribution_rows, save_sample_grid
+import marsseg.environment  # noqa: F401  (one clear line outside the project's environment)
+from marsseg.augment import augment_dataset, class_distribution_rows
 from marsseg.datasets import load_labelled, save_labelled
 from marsseg.errors import stage_main
-from marsseg.params import load_params, section, seed_of
-from marsseg.reporting import class_fractions, write_json
-
-INPUT = Path("data/split/train.npz")
-OUTPUT = Path("data/augment")
-
-
+from marsseg.config import load_config
+from marsseg.io import write_csv
+from marsseg.layout import fold_layout
+from marsseg.plots import plot_augment_samples
+from marsseg.reporting import class_fractions, write_metrics
 
 @stage_main
 def main() -> None:
-    params = load_params()
-    config = AugmentConfig.from_params(section(params, "augment"))
-    train = load_labelled(INPUT)
-    result = augment_dataset(train, config, seed=seed_of(params))
-    save_labelled(OUTPUT / "train.npz", result.data)
+    layout = fold_layout(__doc__.splitlines()[0])
+    cfg = load_config()
+    train = load_labelled(layout.train_split)
+    result = augment_dataset(train, cfg.augment, seed=cfg.seed)
+    save_labelled(layout.augmented, result.data)
 
     before, after = class_fractions(train.masks), class_fractions(result.data.masks)
-    pd.DataFrame(class_distribution_rows(before, after)).to_csv(OUTPUT / "class_distribution.csv", index=False)
-    save_sample_grid(result, OUTPUT / "samples.png")
-    write_json("metrics/augment.json", {
+    write_csv(layout.augment_dir / "class_distribution.csv", pd.DataFrame(class_distribution_rows(before, after)))
+    plot_augment_samples(layout.augment_dir / "samples.png", result)
+    write_metrics(layout.metrics_name("augment"), {
         "rows_in": len(train),
         "rows_out": len(result.data),
         "copies_made": int(result.copies.sum()),

@@ -1,65 +1,79 @@
 """Evaluate: score the trained model on the validation fold and draw what it gets wrong.
 
-Metrics (plain and, with ``evaluate.tta``, flip-TTA side by side) -> metrics/evaluate.json;
-confusion counts, DVC plot data and figures -> reports/ (drawn from the TTA prediction if it is on).
+Metrics (plain and, with ``evaluate.tta``, flip-TTA side by side), each with a 95% bootstrap interval over
+validation images (``evaluate.bootstrap`` resamples) -> metrics/evaluate.json; per-image confusion matrices
+(for paired comparisons of runs), confusion counts, DVC plot data and figures -> reports/ (figures drawn
+from the TTA prediction if it is on). `--fold i` (the cv_evaluate stages): cross-validation fold i.
 """
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python stages/evaluate.py`
-
+import marsseg.environment  # noqa: F401  (one clear line outside the project's environment)
+from marsseg.config import load_config
 from marsseg.datasets import load_labelled
 from marsseg.errors import UserError, stage_main
-from marsseg.evaluation import validate_evaluate_params, write_reports
-from marsseg.metrics import Scores, json_ready
-from marsseg.params import load_params, section, seed_of
+from marsseg.evaluation import PER_IMAGE_CONFUSION, write_per_image_confusion, write_reports
+from marsseg.identity import file_md5
+from marsseg.layout import Layout, fold_layout
+from marsseg.metrics import json_ready, per_image_confusion, scores_with_intervals
 from marsseg.predict import load_model, predict_labels
-from marsseg.reporting import write_json
+from marsseg.reporting import METRICS_DIR, write_metrics
 from marsseg.tracking import add_to_training_run
 
-MODEL = Path("models/model.keras")
-VAL = Path("data/split/val.npz")
-METRICS = Path("metrics/evaluate.json")
-REPORTS = Path("reports")
 
-
-def run(params: dict) -> dict:
+def run(cfg, layout: Layout) -> dict:
     """Everything the stage produces: ``metrics`` (JSON-ready numbers) and ``artifacts`` (name -> path)."""
-    settings = validate_evaluate_params(section(params, "evaluate"))
-    model = load_model(MODEL)
-    val = load_labelled(VAL)
+    settings = cfg.evaluate
+    model = load_model(layout.model)
+    val = load_labelled(layout.val)
     if not (val.masks != 0).any():
-        raise UserError(f"{VAL}: no labelled pixel (all class 0); nothing to score")
+        raise UserError(f"{layout.val}: no labelled pixel (all class 0); nothing to score")
 
     started = time.perf_counter()
-    predictions = predict_labels(model, val.images, settings["batch_size"], settings["tta"])
+    predictions = predict_labels(model, val.images, settings.batch_size, settings.tta)
     seconds = time.perf_counter() - started
 
-    plain = Scores.of(val.masks, predictions.plain)
-    metrics = {"val_images": len(val), "val_labelled_pixels": plain.labelled_pixels, **plain.as_dict("val_")}
+    seed, resamples = cfg.seed, settings.bootstrap
+    # Per image once; the totals and every bootstrap resample are sums of these.
+    plain_images = per_image_confusion(val.masks, predictions.plain)
+    metrics = {"val_images": len(val), "val_labelled_pixels": int(plain_images[:, 1:].sum()),
+               **scores_with_intervals(plain_images, resamples, seed, "val_"), "bootstrap_resamples": resamples}
+    tta_images = None
     if predictions.tta is not None:
-        with_tta = Scores.of(val.masks, predictions.tta)
-        metrics.update(with_tta.as_dict("tta_val_"))
-        metrics["tta_gain_miou"] = with_tta.miou - plain.miou
+        tta_images = per_image_confusion(val.masks, predictions.tta)
+        metrics.update(scores_with_intervals(tta_images, resamples, seed, "tta_val_"))
+        metrics["tta_gain_miou"] = metrics["tta_val_miou"] - metrics["val_miou"]
     metrics = json_ready(metrics)
-    write_json(METRICS, metrics)
+    metrics_name = layout.metrics_name("evaluate")
+    write_metrics(metrics_name, metrics, {"predict_seconds": round(seconds, 3)})
 
-    artifacts = write_reports(REPORTS, val.images, val.masks, predictions.final, settings, seed_of(params))
-    artifacts["metrics"] = METRICS
-    return {"metrics": metrics, "artifacts": artifacts, "predict_seconds": seconds}
+    reports = layout.reports
+    artifacts = write_reports(reports, val.images, val.masks, predictions.final, cfg.group_dict("evaluate"), seed)
+    artifacts[PER_IMAGE_CONFUSION] = reports / PER_IMAGE_CONFUSION
+    write_per_image_confusion(artifacts[PER_IMAGE_CONFUSION], plain_images, val.index, tta_images)
+    artifacts["metrics"] = METRICS_DIR / f"{metrics_name}.json"
+    return {"metrics": metrics, "artifacts": artifacts, "predict_seconds": seconds, "val_md5": file_md5(layout.val)}
+
+
+def interval_text(metrics: dict, name: str) -> str:
+    """`` [95% CI low, high]`` of a metric's bootstrap interval, or nothing when it is off or undefined."""
+    low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
+    return f" [95% CI {low:.4f}, {high:.4f}]" if low is not None and high is not None else ""
 
 
 @stage_main
 def main() -> dict:
-    params = load_params()
-    results = run(params)
+    layout = fold_layout(__doc__.splitlines()[0])
+    cfg = load_config()
+    results = run(cfg, layout)
     metrics = results["metrics"]
-    add_to_training_run(section(params, "mlflow"), "evaluate", metrics, list(results["artifacts"].values()))
-    line = f"evaluate: val mIoU {metrics['val_miou']:.4f} on {metrics['val_images']} images"
+    # val_md5 names the validation images: runs are compared pairwise (and ensembled) only on the same ones.
+    add_to_training_run(cfg.mlflow, "evaluate", metrics, list(results["artifacts"].values()),
+                        tags={"val_md5": results["val_md5"]}, model_path=layout.model)
+    line = f"evaluate: val mIoU {metrics['val_miou']:.4f}{interval_text(metrics, 'val_miou')} on {metrics['val_images']} images"
     if "tta_val_miou" in metrics:
-        line += f", with flip TTA {metrics['tta_val_miou']:.4f} ({metrics['tta_gain_miou']:+.4f})"
-    print(f"{line} ({results['predict_seconds']:.1f} s) -> {METRICS}, {REPORTS}/")
+        line += (f", with flip TTA {metrics['tta_val_miou']:.4f}{interval_text(metrics, 'tta_val_miou')} "
+                 f"({metrics['tta_gain_miou']:+.4f})")
+    print(f"{line} ({results['predict_seconds']:.1f} s) -> {results['artifacts']['metrics']}, {layout.reports}/")
     return results
 
 

@@ -1,13 +1,11 @@
 """Ingest: read the configured data source and write the canonical dataset file."""
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python stages/ingest.py`
-
+import marsseg.environment  # noqa: F401  (one clear line outside the project's environment)
 from marsseg.datasets import save_labelled
 from marsseg.errors import stage_main
-from marsseg.params import load_params, section, seed_of
-from marsseg.reporting import class_fractions, write_json
+from marsseg.config import load_config
+from marsseg.reporting import class_fractions, write_metrics
 from marsseg.sources import load_source
 
 OUTPUT = Path("data/ingested/dataset.npz")
@@ -15,10 +13,10 @@ OUTPUT = Path("data/ingested/dataset.npz")
 
 @stage_main
 def main() -> None:
-    params = load_params()
-    data = load_source(section(params, "data"), seed=seed_of(params))
+    cfg = load_config()
+    data = load_source(cfg.data, seed=cfg.seed)
     save_labelled(OUTPUT, data)
-    write_json("metrics/ingest.json", {
+    write_metrics("ingest", {
         "train_rows": len(data),
         "test_rows": len(data.test_images),
         "class_fraction": class_fractions(data.masks),

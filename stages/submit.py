@@ -1,15 +1,13 @@
 """Submit: predict the competition test images and write a checked submission CSV."""
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python stages/submit.py`
-
+import marsseg.environment  # noqa: F401  (one clear line outside the project's environment)
 from marsseg.errors import stage_main
 from marsseg.metrics import json_ready
-from marsseg.params import load_params, section
-from marsseg.predict import check_prediction_params, load_model, predict_labels
-from marsseg.reporting import write_json
+from marsseg.config import load_config
+from marsseg.predict import load_model, predict_labels
+from marsseg.reporting import write_metrics
 from marsseg.submission import check_submission, load_test_images, write_submission
 from marsseg.tracking import add_to_training_run
 
@@ -19,14 +17,14 @@ SUBMISSION = Path("submission/submission.csv")
 METRICS = Path("metrics/submit.json")
 
 
-def run(params: dict) -> dict:
+def run(cfg) -> dict:
     """Predict, write, re-check the written file; returns ``metrics`` and ``artifacts``."""
-    settings = check_prediction_params(section(params, "submit"), "submit")
+    settings = cfg.submit
     model = load_model(MODEL)
     images = load_test_images(DATASET)
 
     started = time.perf_counter()
-    labels = predict_labels(model, images, settings["batch_size"], settings["tta"]).final
+    labels = predict_labels(model, images, settings.batch_size, settings.tta).final
     predicted = time.perf_counter()
     write_submission(SUBMISSION, labels)
     written = time.perf_counter()
@@ -36,7 +34,7 @@ def run(params: dict) -> dict:
 
     metrics = json_ready({
         "rows": summary.rows,
-        "tta": settings["tta"],
+        "tta": settings.tta,
         "class_fraction": summary.class_fractions,
         "predict_seconds": predicted - started,
         "write_seconds": written - predicted,
@@ -44,17 +42,17 @@ def run(params: dict) -> dict:
         "seconds": checked - started,
     })
     metrics["md5"] = summary.md5  # a string: equal md5 across runs means an identical file
-    write_json(METRICS, metrics)
+    write_metrics("submit", metrics)  # the seconds go to logs/submit.json, MLflow gets them all
     return {"metrics": metrics, "artifacts": {"submission": SUBMISSION, "metrics": METRICS}}
 
 
 @stage_main
 def main() -> dict:
-    params = load_params()
-    results = run(params)
+    cfg = load_config()
+    results = run(cfg)
     metrics = results["metrics"]
     # The CSV itself is large (160 MB for the course's test set): MLflow gets its hash, not a copy.
-    add_to_training_run(section(params, "mlflow"), "submit", metrics, [METRICS], tags={"submission_md5": metrics["md5"]})
+    add_to_training_run(cfg.mlflow, "submit", metrics, [METRICS], tags={"submission_md5": metrics["md5"]})
     print(f"submit: {metrics['rows']} rows -> {SUBMISSION} (md5 {metrics['md5']}, checked, {metrics['seconds']:.1f} s)")
     return results
 

@@ -1,57 +1,56 @@
-"""Train: fit the configured architecture on the augmented training set, pick the best epoch by val mIoU."""
-import sys
-from pathlib import Path
+"""Train: fit the configured architecture on the augmented training set, pick the best epoch by val mIoU.
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python stages/train.py`
+`--fold i` (the cv_train stages): cross-validation fold i.
+"""
 
+import marsseg.environment  # noqa: F401  (one clear line outside the project's environment)
+from marsseg import identity, reporting, tracking
+from marsseg.config import load_config
 from marsseg.datasets import load_labelled
 from marsseg.errors import stage_main
-from marsseg.losses import build_loss, validate_loss_params
-from marsseg.models import build_model, validate_model_params
-from marsseg.params import load_params, section, seed_of
-from marsseg import identity, tracking, train_report, training
-
-TRAIN_DATA = Path("data/augment/train.npz")
-VAL_DATA = Path("data/split/val.npz")
-MODEL_DIR = Path("models")
+from marsseg.layout import fold_layout
+from marsseg.losses import build_loss
+from marsseg.models import build_model
+from marsseg.train import loop, precision, report, resume, strategy
 
 
 @stage_main
 def main() -> None:
-    params = load_params()
-    seed = seed_of(params)
+    layout = fold_layout(__doc__.splitlines()[0])
     # Everything the user can get wrong is checked before a single epoch runs.
-    model_params = validate_model_params(section(params, "model"))
-    loss_params = validate_loss_params(section(params, "loss"))
-    train_params = training.validate_train_params(section(params, "train"))
-    tracker = tracking.Tracker(section(params, "mlflow"))
-    train_set, val_set = load_labelled(TRAIN_DATA), load_labelled(VAL_DATA)
+    cfg = load_config()
+    loss = build_loss(cfg.loss)
+    tracker = tracking.Tracker(cfg.mlflow)
+    train_set, val_set = load_labelled(layout.augmented), load_labelled(layout.val)
 
-    training.configure_determinism(seed)
-    on_gpu = training.use_mixed_precision_if_gpu()
-    run_identity = identity.RunIdentity.of(params, data_files=[TRAIN_DATA, VAL_DATA])
-    checkpoint = training.ResumableState(tracking.main_checkout_root() / ".cache" / "train" / run_identity.key)
+    strategy.configure_determinism(cfg.seed)
+    policy = precision.use_precision(cfg.train.precision)
+    params = cfg.as_dict()
+    run_identity = identity.RunIdentity.of(params, data_files=[layout.augmented, layout.val], fold=layout.fold)
+    checkpoint = resume.ResumableState(tracking.main_checkout_root() / ".cache" / "train" / run_identity.key)
 
-    with tracker.start(run_id=train_report.resumable_run_id(checkpoint), run_name=run_identity.run_name(params),
+    with tracker.start(run_id=checkpoint.run_id(), run_name=run_identity.run_name(params),
                        tags=run_identity.tags(params)) as run:
-        train_report.remember_run_id(checkpoint, run)
+        checkpoint.remember_run_id(run)
         tracker.log_params(run_identity.flat_params)
-        result = training.train(
-            model_builder=lambda: build_model(model_params, seed=seed),
-            loss=build_loss(loss_params),
+        reporting.note_training("train")
+        result = loop.train(
+            model_builder=lambda: build_model(cfg.model, seed=cfg.seed),
+            loss=loss,
             train_set=train_set,
             val_set=val_set,
-            train_params=train_params,
-            seed=seed,
+            train=cfg.train,
+            seed=cfg.seed,
             checkpoint=checkpoint,
-            on_epoch=lambda row: tracker.log_metrics(train_report.epoch_metrics(row), step=row["epoch"]),
+            on_epoch=report.epoch_logger(tracker),
         )
-        summary = train_report.write_train_outputs(result, MODEL_DIR, on_gpu=on_gpu)
-        train_report.log_train_run(tracker, result, summary, MODEL_DIR)
-        tracking.write_run_file(run, tracker.uri)
+        summary = report.write_train_outputs(result, layout.models, policy, on_gpu=precision.on_gpu(),
+                                             metrics_name=layout.metrics_name("train"))
+        report.log_train_run(tracker, result, summary, layout.models)
+        tracking.tag_model(tracker, layout.model)
     checkpoint.clear()
     print(f"train: best val mIoU {result.best_val_miou:.4f} at epoch {result.best_epoch} "
-          f"of {result.epochs_run} ({result.seconds:.0f} s) -> {MODEL_DIR / 'model.keras'}")
+          f"of {result.epochs_run} ({result.seconds:.0f} s, {policy}) -> {layout.model}")
 
 
 if __name__ == "__main__":

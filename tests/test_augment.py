@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from marsseg.augment import DEFAULT_PROBABILITIES, AugmentConfig, augment_dataset, rare_rows
+from marsseg.augment import augment_dataset, rare_rows
+from marsseg.config import AugmentConfig, validate_group
 from marsseg.datasets import LabelledSet, load_labelled, save_labelled
 from marsseg.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+DEFAULT_PROBABILITIES = PARAMS["augment"]["p"]
+
+
+def augment_config(**overrides) -> AugmentConfig:
+    """The committed augment group with ``overrides`` (params.yaml holds every default)."""
+    return validate_group("augment", {**PARAMS["augment"], **overrides})
 GEOMETRIC = ("hflip", "vflip", "rotate90", "rotate", "affine", "crop")
 PHOTOMETRIC = ("brightness_contrast", "gamma", "emboss", "sharpen")
 
@@ -26,7 +35,7 @@ def only(*names: str, **extra) -> AugmentConfig:
     p.update({name: 1.0 for name in names})
     values = dict(copies_min=6, copies_max=6, rare_copies_min=6, rare_copies_max=6, p=p)
     values.update(extra)
-    return AugmentConfig(**values)
+    return augment_config(**values)
 
 
 def marker_set(n: int = 3) -> LabelledSet:
@@ -88,7 +97,7 @@ def test_labels_stay_within_the_source_labels_and_background():
     masks[:, :, 1::16] = 4
     masks[2] = 1
     data = LabelledSet(textured_set(3).images, masks, np.arange(3))
-    result = augment_dataset(data, AugmentConfig(p={**DEFAULT_PROBABILITIES, "cutmix": 0.0}), seed=4)
+    result = augment_dataset(data, augment_config(p={**DEFAULT_PROBABILITIES, "cutmix": 0.0}), seed=4)
     for row in range(len(result.data)):
         allowed = set(np.unique(data.masks[result.data.index[row]])) | {0}
         assert set(np.unique(result.data.masks[row])) <= allowed
@@ -96,7 +105,7 @@ def test_labels_stay_within_the_source_labels_and_background():
 
 def test_images_stay_images_and_masks_stay_masks():
     data = textured_set(4)
-    result = augment_dataset(data, AugmentConfig(), seed=5)
+    result = augment_dataset(data, augment_config(), seed=5)
     flat_images = result.data.images.reshape(len(result.data), -1)
     assert not (result.data.images == result.data.masks).reshape(len(result.data), -1).all(axis=1).any()
     assert (flat_images > 4).mean() > 0.9  # a mask (values 0-4) saved as the image would fail this
@@ -104,7 +113,7 @@ def test_images_stay_images_and_masks_stay_masks():
 
 def test_rare_images_get_their_multiplier_and_index_traces_the_source():
     data = textured_set(6, rare=2)
-    config = AugmentConfig(copies_min=1, copies_max=2, rare_copies_min=7, rare_copies_max=9)
+    config = augment_config(copies_min=1, copies_max=2, rare_copies_min=7, rare_copies_max=9)
     result = augment_dataset(data, config, seed=6)
     assert result.rare.tolist() == rare_rows(data.masks).tolist() == [True, True] + [False] * 4
     assert all(7 <= c <= 9 for c in result.copies[:2]) and all(1 <= c <= 2 for c in result.copies[2:])
@@ -116,8 +125,8 @@ def test_rare_images_get_their_multiplier_and_index_traces_the_source():
 
 def test_same_seed_same_arrays_other_seed_other_arrays():
     data = textured_set(3)
-    first, again = augment_dataset(data, AugmentConfig(), 7), augment_dataset(data, AugmentConfig(), 7)
-    other = augment_dataset(data, AugmentConfig(), 8)
+    first, again = augment_dataset(data, augment_config(), 7), augment_dataset(data, augment_config(), 7)
+    other = augment_dataset(data, augment_config(), 8)
     assert np.array_equal(first.data.images, again.data.images)
     assert np.array_equal(first.data.masks, again.data.masks)
     assert not np.array_equal(first.data.images[:20], other.data.images[:20])
@@ -125,7 +134,7 @@ def test_same_seed_same_arrays_other_seed_other_arrays():
 
 def test_an_images_copies_do_not_depend_on_the_other_images():
     data = textured_set(4)
-    config = AugmentConfig(p={**DEFAULT_PROBABILITIES, "cutmix": 0.0})
+    config = augment_config(p={**DEFAULT_PROBABILITIES, "cutmix": 0.0})
     whole = augment_dataset(data, config, seed=9)
     alone = augment_dataset(data.subset(np.array([2])), config, seed=9)
     block = slice(whole.offsets[2], whole.offsets[2] + whole.copies[2] + 1)
@@ -160,15 +169,15 @@ def test_cutmix_pastes_a_matching_box_from_another_pair():
 @pytest.mark.parametrize("params, fragment", [
     ({"p": {"blur": 0.5}}, "augment.p.blur"),
     ({"p": {"hflip": 1.5}}, "augment.p.hflip"),
-    ({"copies_min": 7, "copies_max": 3}, "augment.copies_min/copies_max"),
+    ({"copies_min": 7, "copies_max": 3}, "augment.copies_min (7) is above augment.copies_max"),
     ({"rare_copies_min": 2.5}, "augment.rare_copies_min"),
     ({"cutmix_area": [0.5, 1.2]}, "augment.cutmix_area"),
     ({"gamma_limit": 90}, "augment.gamma_limit"),
     ({"copies": 3}, "unknown key augment.copies"),
 ])
 def test_bad_params_are_named(params, fragment):
-    with pytest.raises(UserError, match=fragment.replace(".", r"\.")):
-        AugmentConfig.from_params(params)
+    with pytest.raises(UserError, match=re.escape(fragment)):
+        augment_config(**params)
 
 
 def run_stage(workdir: Path, hash_seed: str) -> subprocess.CompletedProcess:
@@ -178,8 +187,9 @@ def run_stage(workdir: Path, hash_seed: str) -> subprocess.CompletedProcess:
 
 
 def test_stage_outputs_are_byte_identical_across_processes(tmp_path):
-    params = {"seed": 1, "augment": {"copies_min": 1, "copies_max": 2, "rare_copies_min": 3,
-                                     "rare_copies_max": 4, "p": {"cutmix": 0.3}}}
+    params = {**PARAMS, "seed": 1, "augment": {**PARAMS["augment"], "copies_min": 1, "copies_max": 2,
+                                                "rare_copies_min": 3, "rare_copies_max": 4,
+                                                "p": {**DEFAULT_PROBABILITIES, "cutmix": 0.3}}}
     digests = []
     for run, hash_seed in (("a", "1"), ("b", "2")):
         workdir = tmp_path / run

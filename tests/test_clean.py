@@ -1,7 +1,6 @@
 """The clean stage: outlier rules on synthetic and real data, fallbacks on odd input, the stage's files."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -12,14 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.metrics import roc_auc_score
 
 from marsseg import IMAGE_SHAPE
 from marsseg.datasets import LabelledSet, load_labelled, save_labelled
 from marsseg.errors import UserError
-from marsseg import outliers
-from marsseg.outliers import CleanConfig, CleanWarning, find_outliers, remove_outliers
-from marsseg.params import load_params, section
-from marsseg.synthetic import generate
+from marsseg.clean import CleanWarning, find_outliers, remove_outliers, find as clean_find
+from marsseg.clean.embedding import Embedding
+from marsseg.clean.features import image_features
+from marsseg.clean.tiles import edge_lines
+from marsseg.clean.rules import Evidence, degenerate_rule, shared_mask_rule
+from marsseg.config import CleanConfig, read_params, validate_group
+from marsseg.synthetic import HELD_OUT_STYLES, generate
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "ai4mars64x128.npz"
@@ -28,8 +31,7 @@ N_TRAIN, SYNTHETIC_SEED, SEED = 600, 1, 42
 
 def repo_config(**changes) -> CleanConfig:
     """The params.yaml settings, so the tests check what the pipeline runs."""
-    config = CleanConfig.from_params(section(load_params(REPO / "params.yaml"), "clean"))
-    return dataclasses.replace(config, **changes)
+    return validate_group("clean", read_params(REPO / "params.yaml")["clean"]).model_copy(update=changes)
 
 
 def precision_recall(removed: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -83,14 +85,14 @@ def test_embedding_rule_alone_finds_them_by_content(synthetic, all_rules_report)
 
 
 def test_embedding_rule_alone_cleans_the_pipelines_own_data_set():
-    params = load_params(REPO / "params.yaml")
-    synthetic = section(params, "data")["synthetic"]
-    generated = generate(n_train=synthetic["n_train"], n_test=1, outlier_fraction=synthetic["outlier_fraction"],
-                         seed=params["seed"], rock_image_fraction=synthetic["rock_image_fraction"])
-    truth = np.zeros(synthetic["n_train"], bool)
+    raw = read_params(REPO / "params.yaml")
+    synthetic, seed = validate_group("data", raw["data"]).synthetic, raw["seed"]
+    generated = generate(n_train=synthetic.n_train, n_test=1, outlier_fraction=synthetic.outlier_fraction,
+                         seed=seed, rock_image_fraction=synthetic.rock_image_fraction)
+    truth = np.zeros(synthetic.n_train, bool)
     truth[generated.outlier_rows] = True
     data = LabelledSet(generated.train_images, generated.train_masks, np.arange(len(truth)))
-    report = find_outliers(disguise(data, truth), repo_config(rules=("embedding",)), seed=params["seed"])
+    report = find_outliers(disguise(data, truth), repo_config(rules=("embedding",)), seed=seed)
     precision, recall = precision_recall(report.removed, truth)
     assert precision >= 0.95 and recall >= 0.95, (precision, recall)
 
@@ -127,22 +129,42 @@ def tiles(n: int, seed: int = 0) -> np.ndarray:
     return np.clip(rng.normal(100, 25, (n, *IMAGE_SHAPE)), 0, 255).astype(np.uint8)
 
 
-def evidence(images: np.ndarray, masks: np.ndarray) -> outliers.Evidence:
-    no_map = outliers.Embedding(np.zeros((len(images), 2)), np.zeros((len(images), 2)), "none")
-    return outliers.Evidence(images, masks, no_map)
+def evidence(images: np.ndarray, masks: np.ndarray) -> Evidence:
+    no_map = Embedding(np.zeros((len(images), 2)), np.zeros((len(images), 2)), "none")
+    return Evidence(images, masks, no_map)
 
 
-def test_shared_mask_rule_spares_single_class_masks_that_recur_naturally():
-    n = 20
+def test_shared_mask_rule_spares_masks_that_recur_naturally():
+    n = 30
     masks = np.random.default_rng(1).integers(0, 5, (n, *IMAGE_SHAPE)).astype(np.uint8)
     two_class = np.full(IMAGE_SHAPE, 2, np.uint8)
     two_class[:, 64:] = 3
     masks[:7] = two_class  # 7 > max_mask_repeats=5: suspicious
     masks[7:15] = 1  # all soil, 8 times: natural
-    masks[7:15, :4] = 0  # ... even with an unlabelled strip
-    result = outliers.shared_mask_rule(evidence(tiles(n), masks), repo_config(max_mask_repeats=5))
+    masks[15:22] = 2
+    masks[15:22, 0, :] = masks[15:22, :, 0] = 0  # all bedrock but an unlabelled rim, as in AI4Mars: natural
+    masks[22:30] = 0  # all background, 8 times: natural here (the degenerate rule's business)
+    result = shared_mask_rule(evidence(tiles(n), masks), repo_config(max_mask_repeats=5))
     assert np.flatnonzero(result.flagged).tolist() == list(range(7))
     assert (result.scores[:7] == 7).all()
+
+
+@pytest.mark.parametrize("background", ["sky", "corner", "thick rim"])
+def test_shared_mask_rule_flags_background_plus_one_class_repeated(background):
+    n = 20
+    masks = np.random.default_rng(1).integers(0, 5, (n, *IMAGE_SHAPE)).astype(np.uint8)
+    one_class = np.full(IMAGE_SHAPE, 1, np.uint8)
+    if background == "sky":
+        one_class[:20] = 0
+    elif background == "corner":
+        one_class[40:, 100:] = 0
+    else:
+        one_class[:4] = 0  # wider than an annotator's rim: a region of this frame
+    masks[:6] = one_class
+    result = shared_mask_rule(evidence(tiles(n), masks), repo_config(max_mask_repeats=5))
+    assert np.flatnonzero(result.flagged).tolist() == list(range(6))
+    # ... but not when it recurs no more than max_mask_repeats times
+    assert not shared_mask_rule(evidence(tiles(n), masks), repo_config(max_mask_repeats=6)).flagged.any()
 
 
 def test_degenerate_rule_names_each_failed_check():
@@ -151,9 +173,47 @@ def test_degenerate_rule_names_each_failed_check():
     images[1] = 120 + (np.arange(IMAGE_SHAPE[1]) % 2).astype(np.uint8)  # 2 grey levels: narrow, std 0.5
     images[2] = np.where(np.arange(IMAGE_SHAPE[1]) < 64, 10, 200).astype(np.uint8)  # full range: fine
     masks[3] = 0  # nothing labelled
-    result = outliers.degenerate_rule(evidence(images, masks), repo_config())
+    result = degenerate_rule(evidence(images, masks), repo_config())
     assert result.flagged.tolist() == [True, True, False, True]
     assert result.scores.tolist() == [1 + 2, 1 + 2, 0, 4]
+
+
+# --------------------------------------------------------------------------- partial outliers
+
+
+def test_edge_lines_notice_the_straight_border_of_a_pasted_picture():
+    terrain = generate(20, 1, 0.0, 4).train_images
+    pasted = terrain.copy()
+    pasted[:, 10:50, 30:100] = 120  # a flat picture over a third of each frame
+    before, after = edge_lines(terrain), edge_lines(pasted)
+    assert after[:, 0].min() > before[:, 0].max() + 0.5, (before[:, 0], after[:, 0])
+
+
+def test_partial_frame_features_rank_pasted_pictures_above_terrain():
+    generated = generate(150, 1, 0.1, 3, outlier_styles=["paste_shapes", "paste_text", "paste_checkerboard"])
+    truth = np.zeros(150, bool)
+    truth[generated.outlier_rows] = True
+    groups = image_features(generated.train_images)
+    for name in ("edge_lines", "tile_texture", "tile_shapes"):
+        values = groups[name]
+        score = ((values - np.median(values, axis=0)) / values.std(axis=0)).mean(axis=1)
+        assert roc_auc_score(truth, score) >= 0.9, name
+
+
+def test_embedding_rule_alone_finds_outlier_styles_it_was_not_developed_with():
+    """Pages, grids, portraits, rooms and product shots, whole or pasted over 30-60% of a frame.
+
+    This data set: every one found, no terrain removed. Pooled over generator seeds 1-4 the rule
+    alone finds 86% (precision 0.96) and all rules 94% (precision 0.96): `benchmarks/clean_synthetic.py`.
+    """
+    generated = generate(n_train=500, n_test=1, outlier_fraction=0.04, seed=2, rock_image_fraction=0.12,
+                         outlier_styles=HELD_OUT_STYLES)
+    truth = np.zeros(500, bool)
+    truth[generated.outlier_rows] = True
+    data = LabelledSet(generated.train_images, generated.train_masks, np.arange(500))
+    report = find_outliers(disguise(data, truth), repo_config(rules=("embedding",)), seed=2)
+    precision, recall = precision_recall(report.removed, truth)
+    assert precision >= 0.95 and recall >= 0.95, (precision, recall)
 
 
 # --------------------------------------------------------------------------- odd input
@@ -191,7 +251,7 @@ def test_identical_images_give_no_map_and_no_traceback():
 
 
 def test_non_finite_features_are_replaced_with_a_warning(monkeypatch):
-    real_features = outliers.image_features
+    real_features = clean_find.image_features
 
     def with_nan(images, workers=1):
         groups = real_features(images, workers)
@@ -199,7 +259,7 @@ def test_non_finite_features_are_replaced_with_a_warning(monkeypatch):
         groups["spectrum"][5, :] = np.inf
         return groups
 
-    monkeypatch.setattr(outliers, "image_features", with_nan)
+    monkeypatch.setattr(clean_find, "image_features", with_nan)
     with pytest.warns(CleanWarning, match="non-finite"):
         report = find_outliers(labelled(tiles(40)), repo_config(perplexity=5), seed=SEED)
     assert np.isfinite(report.embedding.xy).all()
@@ -214,18 +274,19 @@ def test_nothing_left_after_cleaning_is_a_clear_error():
         remove_outliers(labelled(images), report)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"rules": ["embedding", "tsne"]}, "clean.rules has unknown rule 'tsne'"),
-    ({"rules": "embedding"}, "clean.rules must be a list"),
-    ({"perplexity": 0}, "clean.perplexity must be a number"),
-    ({"min_isolation": "high"}, "clean.min_isolation must be a number"),
-    ({"max_mask_repeats": 2.5}, "clean.max_mask_repeats must be an integer"),
+@pytest.mark.parametrize("change, key", [
+    ({"rules": ["embedding", "tsne"]}, "clean.rules"),
+    ({"rules": "embedding"}, "clean.rules"),
+    ({"perplexity": 0}, "clean.perplexity"),
+    ({"min_isolation": "high"}, "clean.min_isolation"),
+    ({"max_mask_repeats": 2.5}, "clean.max_mask_repeats"),
     ({"isolation": 3}, "unknown key clean.isolation"),
 ])
-def test_bad_params_name_the_key(change, message):
-    params = {**section(load_params(REPO / "params.yaml"), "clean"), **change}
-    with pytest.raises(UserError, match=message):
-        CleanConfig.from_params(params)
+def test_bad_params_name_the_key(change, key):
+    values = {**read_params(REPO / "params.yaml")["clean"], **change}
+    with pytest.raises(UserError, match=key) as caught:
+        validate_group("clean", values)
+    assert "\n" not in str(caught.value)
 
 
 # --------------------------------------------------------------------------- the stage
@@ -259,7 +320,8 @@ def test_stage_writes_every_output_and_keeps_the_row_count(tmp_path):
     assert list(tsne.columns) == ["x", "y", "outlier", "rule"] and len(tsne) == 120
     assert tsne["outlier"].sum() == metrics["removed_total"]
     assert metrics["rows_out"] + metrics["removed_total"] == metrics["rows_in"] == 120
-    assert {"removed_embedding", "removed_shared_mask", "removed_degenerate", "seconds_tsne"} <= set(metrics)
+    assert {"removed_embedding", "removed_shared_mask", "removed_degenerate"} <= set(metrics)
+    assert "seconds_tsne" in json.loads((tmp_path / "logs/clean.json").read_text())  # times: not a DVC output
     np.testing.assert_array_equal(cleaned.test_images, generated.test_images)
     np.testing.assert_array_equal(cleaned.images, generated.train_images[cleaned.index])
     for picture in ("tsne.png", "removed.png"):

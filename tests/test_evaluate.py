@@ -1,6 +1,9 @@
 """Prediction (batched, flip TTA), evaluation reports, and the evaluate stage end to end."""
 import csv
 import json
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,18 +11,25 @@ import yaml
 
 from marsseg.datasets import LabelledSet, save_labelled
 from marsseg.errors import UserError
-from marsseg.evaluation import ERROR_COLOURS, error_map, overlay_rows, validate_evaluate_params
+from marsseg.evaluation import overlay_rows
 from marsseg.metrics import Scores
+from marsseg.plots import ERROR_COLOURS, error_map
 from marsseg.predict import load_model, predict_labels
+
+from conftest import REPO, project_env, set_params
 
 
 def tiny_model(path, classes=5, output_list=False):
-    """Two convolutions to a softmax: stands in for the trained model (not flip-symmetric)."""
+    """Two convolutions to a softmax: stands in for the trained model (not flip-symmetric).
+
+    Like the trained models it takes grey levels 0-255 and scales them itself.
+    """
     import keras
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((64, 128, 1))
-    x = keras.layers.Conv2D(4, (3, 5), padding="same", activation="relu")(inputs)
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, (3, 5), padding="same", activation="relu")(x)
     outputs = keras.layers.Conv2D(classes, 1, activation="softmax")(x)
     keras.Model(inputs, [outputs] if output_list else outputs).save(path)
     return path
@@ -37,7 +47,7 @@ def images():
 
 def test_predictions_match_a_direct_forward_pass(model_path, images):
     model = load_model(model_path)
-    x = images[..., None].astype(np.float32) / 255.0
+    x = images[..., None].astype(np.float32)
     plain = model.predict(x, verbose=0)
     mirrored = model.predict(x[:, :, ::-1], verbose=0)[:, :, ::-1]
     predictions = predict_labels(model, images, batch_size=2, tta=True)  # 2 does not divide 5
@@ -86,41 +96,52 @@ def test_error_map_colours():
     assert tuple(rgb[0, 2]) == ERROR_COLOURS["wrong"]
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"batch_size": 0}, "evaluate.batch_size must be a positive integer"),
-    ({"tta": "yes"}, "evaluate.tta must be true or false"),
-    ({"overlay_worst": -1}, "evaluate.overlay_worst must be a non-negative integer"),
+@pytest.mark.parametrize("change, message", [
+    ({"batch_size": 0}, "evaluate.batch_size is 0; Input should be greater than or equal to 1"),
+    ({"tta": "yes"}, "evaluate.tta is 'yes'; Input should be a valid boolean"),
+    ({"overlay_worst": -1}, "evaluate.overlay_worst is -1; Input should be greater than or equal to 0"),
     ({"overlay_worst": 0, "overlay_random": 0}, "must be at least 1"),
+    ({"bootstrap": -1}, "evaluate.bootstrap is -1; Input should be greater than or equal to 0"),
+    ({"bootstrap": 1.5}, "evaluate.bootstrap is 1.5; Input should be a valid integer"),
 ])
-def test_bad_params_are_named(settings, message):
-    with pytest.raises(UserError, match=message):
-        validate_evaluate_params(settings)
+def test_bad_params_are_named(change, message):
+    from marsseg.config import validate_group
+
+    defaults = yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"]
+    with pytest.raises(UserError, match=re.escape(message)):
+        validate_group("evaluate", {**defaults, **change})
 
 
-# The stage logs into the train stage's MLflow run; these tests have none (no models/mlflow_run.json).
+# The stage logs into the train stage's MLflow run; these tests have none.
 NO_TRAIN_RUN = {"tracking_uri": "", "experiment": "test", "required": False}
 
 
 def write_stage_inputs(root, model_path, images, masks, evaluate):
+    """A work dir as the stage sees it: the model, the validation fold, and params.yaml with ``evaluate``."""
     (root / "models").mkdir()
     (root / "models" / "model.keras").write_bytes(model_path.read_bytes())
     save_labelled(root / "data" / "split" / "val.npz",
                   LabelledSet(images, masks, np.arange(len(images), dtype=np.int64)))
-    (root / "params.yaml").write_text(yaml.safe_dump({"seed": 3, "evaluate": evaluate, "mlflow": NO_TRAIN_RUN}))
+    (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    set_params(root, {"seed": 3, "evaluate": evaluate, "mlflow": NO_TRAIN_RUN})
 
 
-def test_evaluate_stage_end_to_end(tmp_path, monkeypatch, model_path, images):
-    import stages.evaluate as stage
+def evaluate_stage(root, expect: int = 0) -> subprocess.CompletedProcess:
+    """``python stages/evaluate.py`` in ``root``, as DVC runs it."""
+    result = subprocess.run([sys.executable, str(REPO / "stages" / "evaluate.py")], cwd=root, env=project_env(),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == expect, result.stdout + result.stderr
+    return result
 
+
+def test_evaluate_stage_end_to_end(tmp_path, model_path, images):
     masks = np.random.default_rng(1).integers(0, 4, images.shape).astype(np.uint8)  # no big rock
     write_stage_inputs(tmp_path, model_path, images, masks,
                        {"tta": True, "batch_size": 4, "overlay_worst": 2, "overlay_random": 1, "confusion_sample": 500})
-    monkeypatch.chdir(tmp_path)
 
-    results = stage.main()
+    line = evaluate_stage(tmp_path).stdout.strip().splitlines()[-1]
 
     metrics = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
-    assert metrics == results["metrics"]
     predictions = predict_labels(load_model(model_path), images, 64, tta=True)
     plain, tta = Scores.of(masks, predictions.plain), Scores.of(masks, predictions.tta)
     assert metrics["val_miou"] == round(plain.miou, 6) and metrics["tta_val_miou"] == round(tta.miou, 6)
@@ -142,28 +163,44 @@ def test_evaluate_stage_end_to_end(tmp_path, monkeypatch, model_path, images):
     assert float(bars[0]["iou"]) == round(tta.iou["soil"], 6)
     for picture in ("overlays.png", "confusion.png"):
         assert (reports / picture).read_bytes().startswith(b"\x89PNG")
-    assert set(results["artifacts"]) >= {"overlays.png", "confusion.csv", "metrics"}
+
+    # 95% bootstrap intervals (evaluate.bootstrap resamples) around every point estimate, plain and TTA ...
+    assert metrics["bootstrap_resamples"] == yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"]["bootstrap"]
+    for prefix in ("val_", "tta_val_"):
+        for name in ("miou", "iou_soil", "iou_bedrock", "iou_sand"):
+            low, high = metrics[f"{prefix}{name}_ci_low"], metrics[f"{prefix}{name}_ci_high"]
+            assert low <= metrics[f"{prefix}{name}"] <= high
+    # ... in the stage's line ...
+    assert (f"val mIoU {metrics['val_miou']:.4f} [95% CI {metrics['val_miou_ci_low']:.4f}, "
+            f"{metrics['val_miou_ci_high']:.4f}] on 5 images") in line
+    # ... from per-image confusion matrices, saved for paired comparisons of runs.
+    per_image = np.load(reports / "per_image_confusion.npz")
+    assert per_image["confusion"].shape == (5, 5, 5)
+    np.testing.assert_array_equal(per_image["confusion"].sum(axis=0), plain.confusion)
+    np.testing.assert_array_equal(per_image["tta_confusion"].sum(axis=0), tta.confusion)
+    np.testing.assert_array_equal(per_image["index"], np.arange(5))
+    written = (reports / "per_image_confusion.npz").read_bytes()
+    evaluate_stage(tmp_path)
+    assert json.loads((tmp_path / "metrics" / "evaluate.json").read_text()) == metrics  # seeded: the same intervals ...
+    assert (reports / "per_image_confusion.npz").read_bytes() == written  # ... and the same bytes
 
 
-def test_evaluate_stage_without_tta_writes_plain_metrics_only(tmp_path, monkeypatch, model_path, images):
-    import stages.evaluate as stage
-
+def test_evaluate_stage_without_tta_or_bootstrap_writes_plain_metrics_only(tmp_path, model_path, images):
     masks = np.ones(images.shape, dtype=np.uint8)
-    write_stage_inputs(tmp_path, model_path, images, masks, {"tta": False})
-    monkeypatch.chdir(tmp_path)
-    metrics = stage.main()["metrics"]
+    write_stage_inputs(tmp_path, model_path, images, masks, {"tta": False, "bootstrap": 0})
+    output = evaluate_stage(tmp_path).stdout
+    metrics = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
     assert not [key for key in metrics if key.startswith("tta")]
+    assert metrics["bootstrap_resamples"] == 0 and not [key for key in metrics if "_ci_" in key]
+    assert "95% CI" not in output
+    assert "tta_confusion" not in np.load(tmp_path / "reports" / "per_image_confusion.npz")
     # Only soil is labelled; a class never predicted and absent from truth is null, not 0.
     absent = [c for c in ("bedrock", "sand", "big_rock") if metrics[f"val_iou_{c}"] is None]
     assert absent and all(metrics[f"val_iou_{c}"] in (None, 0.0) for c in ("bedrock", "sand", "big_rock"))
 
 
-def test_evaluate_stage_refuses_unlabelled_fold(tmp_path, monkeypatch, model_path, images, capsys):
-    import stages.evaluate as stage
-
+def test_evaluate_stage_refuses_unlabelled_fold(tmp_path, model_path, images):
     write_stage_inputs(tmp_path, model_path, images, np.zeros(images.shape, np.uint8), {"tta": False})
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exited:
-        stage.main()
-    assert exited.value.code == 2
-    assert capsys.readouterr().err.strip() == "error: data/split/val.npz: no labelled pixel (all class 0); nothing to score"
+    result = evaluate_stage(tmp_path, expect=2)
+    assert result.stderr.strip().splitlines()[-1] == \
+        "error: data/split/val.npz: no labelled pixel (all class 0); nothing to score"

@@ -105,7 +105,7 @@ def test_preset_runs_as_an_experiment_and_tags_its_mlflow_run(tiny_project, tmp_
     root = clone_of(tiny_project, tmp_path / "repo")
     (root / "presets/tiny-test.yaml").write_text("model:\n  arch: attention_unet\n  base_filters: 4\n")
     commit_all(root, "tiny preset")
-    result = run(root, sys.executable, "-m", "marsseg.presets", "run", "tiny-test")
+    result = run(root, "marsseg", "exp", "tiny-test")
     assert "train" in stages_run(result.stdout)
     assert yaml.safe_load((root / "params.yaml").read_text())["model"]["arch"] == "attention_unet"
     with sqlite3.connect(root / "mlflow.db") as db:

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from marsseg import metrics
-from marsseg.metrics import (Scores, confusion_matrix, json_number, json_ready, mean_iou, per_class_iou,
-                             per_image_confusion, per_image_miou, pixel_accuracy)
+from marsseg.metrics import (Scores, bootstrap_intervals, bootstrap_weights, confusion_matrix, json_number, json_ready,
+                             mean_iou, mean_ious, paired_miou_difference, per_class_iou, per_image_confusion,
+                             per_image_miou, pixel_accuracy, resampled_confusion)
 
 # 7 pixels; the last two are unlabelled (truth 0) and must not count, whatever is predicted there.
 TRUTH = np.array([1, 1, 2, 2, 3, 0, 0], dtype=np.uint8)
@@ -124,3 +125,95 @@ def test_rejects_mismatched_or_out_of_range_labels():
         confusion_matrix(TRUTH, PRED[:-1])
     with pytest.raises(ValueError, match="outside 0-4"):
         confusion_matrix(TRUTH, np.full_like(PRED, 5))
+
+
+# --------------------------------------------------------------------------- bootstrap over images
+
+def noisy_predictions(n_images: int, seed: int = 0, right: float = 0.6):
+    rng = np.random.default_rng(seed)
+    truth = rng.choice(5, size=(n_images, 16, 32), p=[0.3, 0.3, 0.2, 0.15, 0.05]).astype(np.uint8)
+    # Per-image accuracy varies, as it does between real images.
+    hit = rng.random(truth.shape) < rng.uniform(right - 0.3, right + 0.3, (n_images, 1, 1))
+    pred = np.where(hit, truth, rng.integers(0, 5, truth.shape)).astype(np.uint8)
+    return truth, pred
+
+
+def test_vectorised_ious_equal_one_matrix_at_a_time():
+    per_image = per_image_confusion(*noisy_predictions(7))
+    for matrix, iou, miou in zip(per_image, per_class_iou(per_image), mean_ious(per_image)):
+        np.testing.assert_array_equal(iou, per_class_iou(matrix))
+        assert miou == mean_iou(matrix)
+
+
+def test_resampled_confusions_are_sums_of_the_drawn_images():
+    per_image = per_image_confusion(*noisy_predictions(6))
+    weights = bootstrap_weights(6, resamples=4, seed=1)
+    assert weights.shape == (4, 6) and (weights.sum(axis=1) == 6).all()
+    resampled = resampled_confusion(per_image, weights)
+    for row, matrix in zip(weights, resampled):
+        np.testing.assert_array_equal(matrix, sum(int(k) * per_image[i] for i, k in enumerate(row)))
+
+
+def test_interval_contains_the_point_estimate_and_narrows_as_images_are_added():
+    truth, pred = noisy_predictions(800)
+    widths = []
+    for n_images in (25, 100, 800):
+        per_image = per_image_confusion(truth[:n_images], pred[:n_images])
+        point = Scores(per_image.sum(axis=0))
+        ci = bootstrap_intervals(per_image, resamples=1000, seed=0, prefix="val_")
+        assert ci["val_miou_ci_low"] <= point.miou <= ci["val_miou_ci_high"]
+        for name, value in point.iou.items():
+            assert ci[f"val_iou_{name}_ci_low"] <= value <= ci[f"val_iou_{name}_ci_high"]
+        widths.append(ci["val_miou_ci_high"] - ci["val_miou_ci_low"])
+    assert widths[0] > widths[1] > widths[2] > 0
+    # Standard error shrinks as 1/sqrt(n): 32x the images, about a 5.7x narrower interval.
+    assert 3 < widths[0] / widths[2] < 10
+
+
+def test_bootstrap_is_seeded_and_off_at_zero():
+    per_image = per_image_confusion(*noisy_predictions(30))
+    assert bootstrap_intervals(per_image, 200, seed=3) == bootstrap_intervals(per_image, 200, seed=3)
+    assert bootstrap_intervals(per_image, 200, seed=3) != bootstrap_intervals(per_image, 200, seed=4)
+    assert bootstrap_intervals(per_image, 0, seed=3) == {}
+
+
+def test_class_absent_from_every_image_has_no_interval():
+    truth, pred = noisy_predictions(20)
+    truth[truth == 4], pred[pred == 4] = 1, 1
+    ci = json_ready(bootstrap_intervals(per_image_confusion(truth, pred), 100, seed=0))
+    assert ci["iou_big_rock_ci_low"] is None and ci["iou_big_rock_ci_high"] is None
+    assert ci["miou_ci_low"] < ci["miou_ci_high"]
+
+
+def test_bootstrap_of_a_thousand_images_takes_well_under_a_second():
+    import time
+
+    per_image = np.random.default_rng(0).integers(0, 500, (1000, 5, 5))
+    started = time.perf_counter()
+    bootstrap_intervals(per_image, resamples=1000, seed=0)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_paired_difference_of_a_run_with_itself_is_exactly_zero():
+    per_image = per_image_confusion(*noisy_predictions(50))
+    assert not paired_miou_difference(per_image, per_image, 500, seed=0).any()
+    assert not paired_miou_difference([per_image, per_image[::-1][::-1]], [per_image], 500, seed=0).any()
+
+
+def test_paired_difference_sees_a_small_consistent_gain_that_separate_intervals_miss():
+    truth, worse = noisy_predictions(200, seed=5, right=0.5)
+    better = worse.copy()
+    fix = np.random.default_rng(6).random(truth.shape) < 0.03  # 3% of pixels corrected, on every image
+    better[fix] = truth[fix]
+    a, b = per_image_confusion(truth, better), per_image_confusion(truth, worse)
+    difference = paired_miou_difference(a, b, 1000, seed=0)
+    point = mean_iou(a.sum(axis=0)) - mean_iou(b.sum(axis=0))
+    assert 0 < np.percentile(difference, 2.5) <= point <= np.percentile(difference, 97.5)
+    ci_a, ci_b = bootstrap_intervals(a, 1000, 0), bootstrap_intervals(b, 1000, 0)
+    assert ci_a["miou_ci_low"] < ci_b["miou_ci_high"]  # unpaired intervals overlap
+
+
+def test_paired_difference_needs_the_same_images():
+    per_image = per_image_confusion(*noisy_predictions(10))
+    with pytest.raises(ValueError, match="same images"):
+        paired_miou_difference(per_image, per_image[:9], 10, seed=0)

@@ -1,4 +1,5 @@
-"""Model zoo: validation, every arch x depth x option training one step, and portable saving."""
+"""Model zoo: validation, every arch x depth x option training one step, and portable saving of a model
+that takes raw images."""
 from __future__ import annotations
 
 import json
@@ -10,11 +11,30 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+import yaml
 
+from marsseg.config import validate_group
 from marsseg.errors import UserError
 from marsseg.losses import build_loss
-from marsseg.models import ARCHITECTURES, build_model, save_for_inference, validate_model_params
+from marsseg.models import ARCHITECTURES
 from marsseg.models import build as build_module
+
+from conftest import REPO
+
+# params.yaml is the one place defaults live: each test states only what it changes.
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def model_params(overrides):
+    return {**PARAMS["model"], **overrides}
+
+
+def build_model(overrides, *args, **kwargs):
+    return build_module.build_model(model_params(overrides), *args, **kwargs)
+
+
+def validated(overrides):
+    return validate_group("model", model_params(overrides))
 
 ALL_OPTIONS = {
     "base_filters": 4,
@@ -35,8 +55,9 @@ def fresh_keras_session():
 
 
 def batch(n=2, seed=0):
+    """Raw uint8 grey levels, as stored: the model scales them itself."""
     rng = np.random.default_rng(seed)
-    images = rng.random((n, 64, 128, 1), dtype=np.float32)
+    images = rng.integers(0, 256, size=(n, 64, 128, 1), dtype=np.uint8)
     masks = rng.integers(0, 5, size=(n, 64, 128), dtype=np.uint8)
     return images, masks
 
@@ -56,7 +77,7 @@ def infer(model, images):
 
 def train_one_step(model):
     # Eager: tracing the train graph costs 10-40 s per model on 2 CPU cores; eager takes ~1 s.
-    model.compile(optimizer="adam", loss=build_loss({"name": "weighted_ce+dice"}), run_eagerly=True)
+    model.compile(optimizer="adam", loss=build_loss({**PARAMS["loss"], "name": "weighted_ce+dice"}), run_eagerly=True)
     images, masks = batch()
     return float(model.train_on_batch(images, masks)), images
 
@@ -68,14 +89,14 @@ BAD_PARAMS = [
     ({"norm": "layer"}, "model.norm", "'layer'", "instance"),
     ({"depth": 2}, "model.depth", "2", "3, 4, 5"),
     ({"depth": 6}, "model.depth", "6", "3, 4, 5"),
-    ({"depth": "4"}, "model.depth", "'4'", "3, 4, 5"),
+    ({"depth": "4"}, "model.depth", "'4'", "integer"),
     ({"patch": 48}, "model.patch", "48", "8, 16, 32, 64, 128"),
     ({"patch": 8, "depth": 4}, "model.patch", "8", "16, 32, 64, 128"),
-    ({"l2": -1e-4}, "model.l2", "-0.0001", ">= 0"),
-    ({"dropout": [0.1, 1.0]}, "model.dropout", "[0.1, 1.0]", "[0, 1)"),
-    ({"dropout": -0.2}, "model.dropout", "-0.2", "[0, 1)"),
-    ({"se": "yes"}, "model.se", "'yes'", "true or false"),
-    ({"base_filters": 0}, "model.base_filters", "0", "positive integer"),
+    ({"l2": -1e-4}, "model.l2", "-0.0001", "greater than or equal to 0"),
+    ({"dropout": [0.1, 1.0]}, "model.dropout", "1.0", "less than 1"),
+    ({"dropout": -0.2}, "model.dropout", "-0.2", "greater than or equal to 0"),
+    ({"se": "yes"}, "model.se", "'yes'", "boolean"),
+    ({"base_filters": 0}, "model.base_filters", "0", "greater than or equal to 1"),
     ({"dept": 4}, "model.dept", "unknown key", "depth"),
 ]
 
@@ -86,7 +107,7 @@ def test_bad_params_fail_with_one_line_before_building(monkeypatch, params, key,
         raise AssertionError("a model was being built before validation failed")
 
     monkeypatch.setattr(build_module.keras, "Input", no_building)
-    for call in (validate_model_params, build_model):
+    for call in (validated, build_model):
         with pytest.raises(UserError) as caught:
             call(params)
         message = str(caught.value)
@@ -94,22 +115,14 @@ def test_bad_params_fail_with_one_line_before_building(monkeypatch, params, key,
         assert key in message and value in message and allowed in message
 
 
-def test_depth_that_the_input_cannot_pool_to_is_rejected():
-    validate_model_params({"depth": 5}, input_shape=(64, 128, 1))
-    with pytest.raises(UserError, match=r"model.depth is 5; allowed: 3, 4 \(poolings of the 48x128"):
-        validate_model_params({"depth": 5}, input_shape=(48, 128, 1))
-
-
-def test_normalised_copy_fills_defaults_pads_dropout_and_forces_variant_options():
+def test_normalised_copy_pads_dropout_and_forces_variant_options():
     given = {"arch": "attention_unet", "depth": 4, "dropout": [0.1, 0.2], "attention": False}
-    normalised = validate_model_params(given)
+    normalised = validated(given)
     assert given["attention"] is False and given["dropout"] == [0.1, 0.2]  # input left alone
-    assert normalised["attention"] is True
-    assert normalised["dropout"] == [0.1, 0.2, 0.2, 0.2, 0.2]
-    assert normalised["norm"] == "instance" and normalised["l2"] == 1e-4 and normalised["patch"] == 0
-    assert validate_model_params({"depth": 3, "dropout": [0.1, 0.2, 0.3, 0.4, 0.5]})["dropout"] == [0.1, 0.2, 0.3, 0.4]
-    assert validate_model_params({"arch": "resunet"})["residual"] is True
-    assert validate_model_params(normalised) == normalised  # idempotent: safe to log and reuse
+    assert normalised.attention is True
+    assert normalised.dropout == [0.1, 0.2, 0.2, 0.2, 0.2]
+    assert validated({"depth": 3, "dropout": [0.1, 0.2, 0.3, 0.4, 0.5]}).dropout == [0.1, 0.2, 0.3, 0.4]
+    assert validated({"arch": "resunet"}).residual is True
 
 
 # --- every architecture trains ------------------------------------------------------------
@@ -139,9 +152,10 @@ def test_fits_a_batch_beyond_what_class_frequencies_explain():
     # Class = brightness band, five equally likely bands: guessing from class frequencies alone
     # cannot beat ln 5, so getting well below it shows gradients reach the whole network.
     model = build_model({**ALL_OPTIONS, "arch": "unet", "dropout": 0.0}, seed=5)
-    model.compile(optimizer=keras.optimizers.Adam(3e-2), loss=build_loss({"name": "ce"}), run_eagerly=True)
+    model.compile(optimizer=keras.optimizers.Adam(3e-2), loss=build_loss({**PARAMS["loss"], "name": "ce"}),
+                  run_eagerly=True)
     images, _ = batch(seed=6)
-    masks = np.minimum(images[..., 0] * 5, 4).astype(np.uint8)
+    masks = np.minimum(images[..., 0] / 256 * 5, 4).astype(np.uint8)
     losses = [float(model.train_on_batch(images, masks)) for _ in range(10)]
     assert losses[-1] < 0.85 * np.log(5), losses
 
@@ -152,7 +166,7 @@ def test_each_option_changes_every_arch(arch):
     plain = build_model(base).count_params()
     for option in ("se", "skip_gate", "attention", "residual", "denoise_input"):
         with_option = build_model({**base, option: True}).count_params()
-        forced = validate_model_params(base)[option]  # attention_unet / resunet have theirs on already
+        forced = getattr(validated(base), option)  # attention_unet / resunet have theirs on already
         assert (with_option == plain) if forced else (with_option > plain), option
 
 
@@ -218,7 +232,7 @@ def test_patch_runs_one_shared_network_per_tile_and_recomposes_along_width():
     images, _ = batch(seed=4)
     composed = infer(model, images)
     for left in range(0, 128, 32):
-        tile = infer(tile_net, images[:, :, left:left + 32])
+        tile = infer(tile_net, images[:, :, left:left + 32] / np.float32(255))  # tiles see scaled images
         np.testing.assert_allclose(composed[:, :, left:left + 32], tile, atol=1e-5)
 
 
@@ -227,11 +241,12 @@ def test_denoise_input_starts_as_identity():
     adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
     denoised = keras.Model(model.input, adds[0].output)
     images, _ = batch()
-    np.testing.assert_allclose(infer(denoised, images), images, atol=1e-6)
+    np.testing.assert_allclose(infer(denoised, images), images / 255, atol=1e-6)
 
 
-def test_mixed_precision_still_outputs_float32_probabilities():
-    keras.mixed_precision.set_global_policy("mixed_float16")
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_still_outputs_float32_probabilities(policy):
+    keras.mixed_precision.set_global_policy(policy)
     try:
         model = build_model({**ALL_OPTIONS, "patch": 64})
         loss, images = train_one_step(model)
@@ -241,44 +256,60 @@ def test_mixed_precision_still_outputs_float32_probabilities():
         keras.mixed_precision.set_global_policy("float32")
 
 
-# --- portable saving ----------------------------------------------------------------------
+# --- portable saving: the saved model takes raw images -----------------------------------------
 
 LOADER = textwrap.dedent(
     """
-    import importlib.util, json, sys
+    import json, sys
+
+    class NoMarsseg:  # the package is installed into this environment: hide it
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "marsseg":
+                raise ImportError("marsseg is hidden from this process")
+
+    sys.meta_path.insert(0, NoMarsseg())
     import numpy as np, keras
-    assert importlib.util.find_spec("marsseg") is None, "marsseg must not be importable here"
-    images = np.load("images.npy")
-    worst = {}
+    images = np.load("images.npy")  # uint8 (N, 64, 128), as stored
+    assert images.dtype == np.uint8
+    worst, labels = {}, {}
     for name in json.load(open("names.json")):
         model = keras.models.load_model(name + ".keras")
-        predicted = keras.ops.convert_to_numpy(model(images, training=False))
+        predicted = model.predict(images[..., None], verbose=0)
         worst[name] = float(np.abs(predicted - np.load(name + ".npy")).max())
+        np.save(name + ".labels.npy", predicted.argmax(-1).astype(np.uint8))
     assert "marsseg" not in sys.modules
     print(json.dumps(worst))
     """
 )
 
 
-def test_trained_models_load_with_plain_keras_without_marsseg(tmp_path):
-    images, _ = batch()
+def test_saved_models_predict_raw_uint8_images_with_plain_keras_without_marsseg(tmp_path):
+    from marsseg.io import save_model
+    from marsseg.predict import load_model, predict_labels
+    from marsseg.train.loop import inference_model
+
+    images = batch(n=3)[0][..., 0]
     names = []
     for arch in ARCHITECTURES:
         patch = 64 if arch == "unet3p" else 0
         model = build_model({**ALL_OPTIONS, "arch": arch, "patch": patch, "norm": "batch"}, seed=2)
-        # Compiled with a marsseg loss, as in the train stage: a plain model.save would record it.
-        model.compile(optimizer="adam", loss=build_loss({"name": "focal+dice"}))
-        save_for_inference(model, tmp_path / f"{arch}.keras")
-        np.save(tmp_path / f"{arch}.npy", infer(model, images))
+        # Compiled with a marsseg loss, as in the train stage; saved as the train stage saves it.
+        model.compile(optimizer="adam", loss=build_loss({**PARAMS["loss"], "name": "focal+lovasz"}))
+        save_model(inference_model(model), tmp_path / f"{arch}.keras")
+        np.save(tmp_path / f"{arch}.npy", infer(model, images[..., None]))
         names.append(arch)
     np.save(tmp_path / "images.npy", images)
     (tmp_path / "names.json").write_text(json.dumps(names))
     (tmp_path / "load.py").write_text(LOADER)
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     result = subprocess.run(
-        [sys.executable, "load.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-I", "load.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
     worst = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(worst) == set(names)
     assert max(worst.values()) < 1e-5, worst
+    # The bare prediction is the pipeline's prediction.
+    for name in names:
+        pipeline = predict_labels(load_model(tmp_path / f"{name}.keras"), images, batch_size=2)
+        np.testing.assert_array_equal(np.load(tmp_path / f"{name}.labels.npy"), pipeline.plain)

@@ -12,7 +12,8 @@ from conftest import run, stages_run
 
 pytestmark = pytest.mark.slow
 
-STAGE_ORDER = ["ingest", "clean", "split", "augment", "train", "evaluate", "submit"]
+STAGE_ORDER = ["ingest", "clean", "split", "augment", "train", "evaluate", "submit",
+               "cv_split", "cv_augment", "cv_train", "cv_evaluate"]  # the cv_* stages: one per split.cv_folds id
 
 
 def declared_outputs(root: Path) -> list[Path]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from marsseg.config import load_config, validate_group
 from marsseg.datasets import LabelledSet, load_labelled, save_labelled
 from marsseg.errors import UserError
 from marsseg.sources import load_ai4mars, load_npz, load_source
@@ -74,17 +75,22 @@ def test_corrupt_npz_is_a_clear_error(tmp_path):
         load_npz(path)
 
 
+def data_config(**overrides):
+    """The committed data group with ``overrides`` (params.yaml holds every default)."""
+    return validate_group("data", {**load_config(REPO / "params.yaml").group_dict("data"), **overrides})
+
+
 def test_missing_file_and_unknown_source_are_clear_errors(tmp_path):
     with pytest.raises(UserError, match="file not found"):
-        load_source({"source": "npz", "path": str(tmp_path / "nope.npz")}, seed=0)
-    with pytest.raises(UserError, match="data.source 'kaggle' is unknown"):
-        load_source({"source": "kaggle"}, seed=0)
+        load_source(data_config(source="npz", path=str(tmp_path / "nope.npz")), seed=0)
+    with pytest.raises(UserError, match="data.source is 'kaggle'; unknown data source 'kaggle'"):
+        data_config(source="kaggle")
 
 
 def test_limit_takes_a_seeded_subset(tmp_path):
     path = course_file(tmp_path / "mars.npz", terrain(20))
-    first = load_source({"source": "npz", "path": str(path), "limit": 7}, seed=3)
-    again = load_source({"source": "npz", "path": str(path), "limit": 7}, seed=3)
+    first = load_source(data_config(source="npz", path=str(path), limit=7), seed=3)
+    again = load_source(data_config(source="npz", path=str(path), limit=7), seed=3)
     assert len(first) == 7 and np.array_equal(first.images, again.images)
 
 
@@ -170,7 +176,7 @@ def test_each_contract_rejects_a_bad_file(tmp_path, change, message):
 
 def test_stage_reports_bad_input_in_one_line_without_traceback(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text().replace(
-        "source: synthetic", "source: npz").replace("data/raw/mars_for_students.npz", str(tmp_path / "missing.npz")))
+        "source: synthetic", "source: npz").replace("path: data/raw ", f"path: {tmp_path / 'missing.npz'} "))
     result = subprocess.run([sys.executable, str(REPO / "stages/ingest.py")], cwd=tmp_path,
                             capture_output=True, text=True, env=project_env())
     assert result.returncode == 2

@@ -12,8 +12,8 @@ import yaml
 
 from marsseg.datasets import LabelledSet, load_labelled, save_labelled
 from marsseg.errors import UserError
+from marsseg.config import SplitConfig, validate_group
 from marsseg.split import (
-    SplitConfig,
     assign_folds,
     exact_duplicate_pairs,
     find_duplicate_groups,
@@ -22,6 +22,12 @@ from marsseg.split import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def split_config(**overrides) -> SplitConfig:
+    """The committed split group with ``overrides`` (params.yaml holds every default)."""
+    return validate_group("split", {**PARAMS["split"], **overrides})
 SHARED = ROOT.parent / "shared" / "data" / "ai4mars64x128.npz"
 
 
@@ -73,7 +79,7 @@ def planted():
 
 def test_planted_duplicates_are_grouped_and_nothing_else(planted):
     data, copy_of = planted
-    groups, stats = find_duplicate_groups(data.images, SplitConfig())
+    groups, stats = find_duplicate_groups(data.images, split_config())
     for original, copy in copy_of.items():
         assert groups[original] == groups[copy], f"copy {copy} of row {original} not grouped"
     grouped = {row for pair in copy_of.items() for row in pair}
@@ -92,14 +98,14 @@ def test_shift_tolerance_is_bounded():
 def test_exact_duplicates_found_without_near_duplicate_search(planted):
     data, _ = planted
     assert exact_duplicate_pairs(data.images).tolist() == [[0, 40]]
-    groups, stats = find_duplicate_groups(data.images, SplitConfig(near_duplicates=False))
+    groups, stats = find_duplicate_groups(data.images, split_config(near_duplicates=False))
     assert groups[0] == groups[40] and stats["near_duplicate_pairs"] == 0
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_duplicates_never_straddle_the_folds(planted, seed):
     data, copy_of = planted
-    result = split_dataset(data, SplitConfig(val_fraction=0.5, rare_val_fraction=0.5), seed)
+    result = split_dataset(data, split_config(val_fraction=0.5, rare_val_fraction=0.5), seed)
     fold = dict(zip(result.table["index"], result.table["fold"]))
     for original, copy in copy_of.items():
         assert fold[data.index[original]] == fold[data.index[copy]]
@@ -109,7 +115,7 @@ def test_duplicates_never_straddle_the_folds(planted, seed):
 
 def test_a_group_with_one_rare_member_is_rare(planted):
     data, _ = planted
-    result = split_dataset(data, SplitConfig(), seed=0)
+    result = split_dataset(data, split_config(), seed=0)
     table = result.table.set_index("index")
     assert table.loc[data.index[43], "has_rare"] == 1 and table.loc[data.index[3], "has_rare"] == 0
     assert table.loc[data.index[3], "group"] == table.loc[data.index[43], "group"]
@@ -119,7 +125,7 @@ def test_rare_images_split_at_their_own_fraction():
     groups = np.arange(200)
     rare = np.zeros(200, dtype=bool)
     rare[:40] = True
-    config = SplitConfig(val_fraction=0.25, rare_val_fraction=0.1)
+    config = split_config(val_fraction=0.25, rare_val_fraction=0.1)
     for seed in range(3):
         is_val = assign_folds(groups, rare, config, seed)
         assert is_val[rare].sum() == 4 and is_val[~rare].sum() == 40
@@ -130,14 +136,14 @@ def test_rare_images_split_at_their_own_fraction():
 def test_whole_groups_move_together_in_assign_folds():
     groups = np.repeat(np.arange(30), 3)  # every row has two duplicates
     rare = np.zeros(90, dtype=bool)
-    is_val = assign_folds(groups, rare, SplitConfig(val_fraction=0.2), seed=1)
+    is_val = assign_folds(groups, rare, split_config(val_fraction=0.2), seed=1)
     assert is_val.sum() == 18
     assert all(len(set(is_val[groups == g])) == 1 for g in range(30))
 
 
 def test_table_and_metrics_account_for_every_row(planted):
     data, _ = planted
-    result = split_dataset(data, SplitConfig(), seed=42)
+    result = split_dataset(data, split_config(), seed=42)
     m = result.metrics
     assert list(result.table.columns) == ["index", "fold", "has_rare", "group"]
     assert len(result.table) == len(data) == m["train_rows"] + m["val_rows"] == m["input_rows"]
@@ -157,20 +163,20 @@ def test_table_and_metrics_account_for_every_row(planted):
 ])
 def test_bad_params_are_named(params, fragment):
     with pytest.raises(UserError, match=fragment.replace(".", r"\.")):
-        SplitConfig.from_params(params)
+        split_config(**params)
 
 
 def test_empty_validation_fold_is_a_user_error(planted):
     data, _ = planted
     with pytest.raises(UserError, match="leave the validation fold empty"):
-        split_dataset(data, SplitConfig(val_fraction=0.0, rare_val_fraction=0.0), seed=0)
+        split_dataset(data, split_config(val_fraction=0.0, rare_val_fraction=0.0), seed=0)
 
 
 def test_stage_writes_its_outputs(tmp_path, planted):
     data, _ = planted
     data = LabelledSet(data.images, data.masks, data.index, test_images=data.images[:3])
     save_labelled(tmp_path / "data/clean/dataset.npz", data)
-    params = {"seed": 3, "split": {"val_fraction": 0.25, "rare_val_fraction": 0.2}}
+    params = {**PARAMS, "seed": 3, "split": {**PARAMS["split"], "val_fraction": 0.25, "rare_val_fraction": 0.2}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     run = subprocess.run([sys.executable, str(ROOT / "stages/split.py")], cwd=tmp_path,
                          capture_output=True, text=True)
@@ -199,5 +205,28 @@ def test_real_frames_shifted_or_reexposed_are_found():
     sources = rng.choice(len(images), 20, replace=False)
     planted = [brighter(shifted(images[s], int(rng.integers(-4, 5)), int(rng.integers(-4, 5))),
                         int(rng.integers(-8, 9))) for s in sources]
-    groups, _ = find_duplicate_groups(np.concatenate([images, np.stack(planted)]), SplitConfig())
+    groups, _ = find_duplicate_groups(np.concatenate([images, np.stack(planted)]), split_config())
     assert all(groups[s] == groups[400 + k] for k, s in enumerate(sources))
+
+
+def test_kfold_validation_folds_partition_the_rows_keep_groups_whole_and_share_big_rock(planted):
+    data, _ = planted
+    config = split_config(folds=4, cv_folds=[0, 1, 2, 3])
+    results = [split_dataset(data, config, seed=5, fold=fold) for fold in range(4)]
+    val_rows = [set(result.val.index.tolist()) for result in results]
+    assert set().union(*val_rows) == set(data.index.tolist())
+    assert sum(len(rows) for rows in val_rows) == len(data)  # disjoint
+    groups, _ = find_duplicate_groups(data.images, config)
+    for group in np.unique(groups):
+        members = set(data.index[groups == group].tolist())
+        assert sum(bool(members & rows) for rows in val_rows) == 1, "a duplicate group straddles folds"
+    rare_per_fold = [result.metrics["val_rare_rows"] for result in results]
+    assert max(rare_per_fold) - min(rare_per_fold) <= 2
+
+
+def test_more_folds_than_distinct_pictures_is_a_clear_error():
+    image = np.random.default_rng(0).integers(0, 256, size=(64, 128)).astype(np.uint8)
+    other = np.random.default_rng(1).integers(0, 256, size=(64, 128)).astype(np.uint8)
+    data = LabelledSet(np.stack([image, other]), np.ones((2, 64, 128), np.uint8), np.arange(2))
+    with pytest.raises(UserError, match="split.folds is 3 but data/clean/dataset.npz holds only 2 distinct"):
+        split_dataset(data, split_config(folds=3, cv_folds=[0]), seed=0, where="data/clean/dataset.npz", fold=0)

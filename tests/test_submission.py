@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from marsseg.errors import UserError
-from marsseg.submission import HEADER, PIXELS, check_submission, main as submission_cli, write_submission
+from marsseg.cli import main as marsseg_cli
+from marsseg.submission import HEADER, PIXELS, check_submission, write_submission
 
 N_ROWS = 5
 
@@ -88,11 +89,9 @@ def test_cli_ok_and_error(good_file, tmp_path, capsys):
     np.savez(canonical, test_images=np.zeros((N_ROWS, 64, 128), np.uint8))
     course = tmp_path / "course.npz"
     np.savez(course, training_set=np.zeros((1, 2, 64, 128), np.uint8), test_set=np.zeros((N_ROWS + 1, 64, 128)))
-    submission_cli(["check", str(good_file), "--dataset", str(canonical)])
+    assert marsseg_cli(["submit-check", str(good_file), "--dataset", str(canonical)]) == 0
     assert capsys.readouterr().out.startswith(f"OK {good_file}: 5 rows")
-    with pytest.raises(SystemExit) as exited:
-        submission_cli(["check", str(good_file), "--dataset", str(course)])
-    assert exited.value.code == 2
+    assert marsseg_cli(["submit-check", str(good_file), "--dataset", str(course)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: {good_file}: 5 rows but 6 expected (one per test image)"
 
@@ -108,32 +107,37 @@ def tiny_model(path):
     keras.Model(inputs, outputs).save(path)
 
 
-def test_submit_stage_end_to_end(tmp_path, monkeypatch):
-    import stages.submit as stage
+def submit_stage(root, submit: dict, expect: int = 0):
+    """``python stages/submit.py`` in ``root`` (full params.yaml with ``submit`` changed), as DVC runs it."""
+    import subprocess
+    import sys
 
-    monkeypatch.chdir(tmp_path)
+    from conftest import REPO, project_env, set_params
+
+    (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    set_params(root, {"seed": 1, "submit": submit, "mlflow": NO_TRAIN_RUN})
+    result = subprocess.run([sys.executable, str(REPO / "stages" / "submit.py")], cwd=root, env=project_env(),
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == expect, result.stdout + result.stderr
+    return result
+
+
+def test_submit_stage_end_to_end(tmp_path):
     (tmp_path / "models").mkdir()
     tiny_model(tmp_path / "models" / "model.keras")
     (tmp_path / "data" / "clean").mkdir(parents=True)
     test_images = np.random.default_rng(1).integers(0, 256, (7, 64, 128)).astype(np.uint8)
     np.savez(tmp_path / "data" / "clean" / "dataset.npz", test_images=test_images)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"seed": 1, "submit": {"tta": True, "batch_size": 3}, "mlflow": NO_TRAIN_RUN}))
 
-    results = stage.main()
+    submit_stage(tmp_path, {"tta": True, "batch_size": 3})
 
     summary = check_submission(tmp_path / "submission" / "submission.csv", expected_rows=7)
     written = json.loads((tmp_path / "metrics" / "submit.json").read_text())
-    assert written == results["metrics"]
     assert written["rows"] == 7 and written["md5"] == summary.md5 and written["tta"] is True
     assert sum(written["class_fraction"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_submit_stage_without_model_fails_clearly(tmp_path, monkeypatch, capsys):
-    import stages.submit as stage
-
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"seed": 1, "submit": {"tta": False}, "mlflow": NO_TRAIN_RUN}))
-    with pytest.raises(SystemExit) as exited:
-        stage.main()
-    assert exited.value.code == 2
-    assert capsys.readouterr().err.strip() == "error: models/model.keras: model file not found; run the train stage first"
+def test_submit_stage_without_model_fails_clearly(tmp_path):
+    result = submit_stage(tmp_path, {"tta": False, "batch_size": 64}, expect=2)
+    assert result.stderr.strip().splitlines()[-1] == \
+        "error: models/model.keras: model file not found; run the train stage first"

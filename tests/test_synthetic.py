@@ -1,6 +1,8 @@
 """The synthetic Mars-like data set: deterministic, well-formed, and shaped like the course data."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -12,7 +14,8 @@ from sklearn.preprocessing import StandardScaler
 
 from marsseg import IMAGE_SHAPE, NUM_CLASSES
 from marsseg.errors import UserError
-from marsseg.synthetic import SyntheticData, generate
+from marsseg.synthetic import (DEFAULT_STYLES, HELD_OUT_STYLES, OUTLIER_STYLES, PASTE, PASTE_AREA, TUNING_STYLES,
+                                SyntheticData, generate)
 
 N_TRAIN, N_TEST, FRACTION, SEED = 300, 40, 0.05, 11
 
@@ -197,6 +200,9 @@ def test_texture_tells_the_terrain_classes_apart(data, terrain_rows):
         (dict(seed=-1), "seed"),
         (dict(seed=1.5), "seed"),
         (dict(rock_image_fraction=1.5), "data.synthetic.rock_image_fraction"),
+        (dict(outlier_styles=["page", "poster"]), "outlier_styles"),
+        (dict(outlier_styles="page"), "outlier_styles"),
+        (dict(outlier_styles=[]), "outlier_styles"),
     ],
 )
 def test_bad_arguments_raise_a_user_error_naming_the_parameter(arguments, key):
@@ -205,3 +211,60 @@ def test_bad_arguments_raise_a_user_error_naming_the_parameter(arguments, key):
         generate(**call)
     message = str(caught.value)
     assert message.startswith(f"{key}:") and "\n" not in message
+
+
+# --------------------------------------------------------------------------- outlier styles
+
+
+def test_the_default_data_set_has_not_moved():
+    """The pipeline's committed metrics rest on these bytes: new outlier styles must not change them."""
+    generated = generate(40, 6, 0.1, 3, rock_image_fraction=0.12)
+    digest = hashlib.md5()
+    for name in ("train_images", "train_masks", "test_images", "test_masks", "outlier_rows"):
+        digest.update(getattr(generated, name).tobytes())
+    assert digest.hexdigest() == "c772dbc5002d83492c58eb22e67dff56"
+
+
+def test_style_sets_are_disjoint_and_known():
+    assert set(TUNING_STYLES).isdisjoint(HELD_OUT_STYLES)
+    known = set(OUTLIER_STYLES) | {PASTE + style for style in OUTLIER_STYLES}
+    assert set(TUNING_STYLES) | set(HELD_OUT_STYLES) <= known
+    assert set(DEFAULT_STYLES) < set(TUNING_STYLES)
+
+
+@pytest.fixture(scope="module")
+def styled():
+    """Every held-out style, and the same frames without outliers (terrain draws do not depend on them)."""
+    return generate(160, 1, 0.3, 5, outlier_styles=HELD_OUT_STYLES), generate(160, 1, 0.0, 5)
+
+
+def test_styled_outliers_are_pasted_or_whole_as_named(styled):
+    data, terrain = styled
+    assert data.outlier_rows.size == 48
+    changed = data.train_images != terrain.train_images
+    outside = np.setdiff1d(np.arange(160), data.outlier_rows)
+    assert not changed[outside].any() and np.array_equal(data.train_masks[outside], terrain.train_masks[outside])
+    pasted, whole = [], []
+    for row in data.outlier_rows:
+        share = changed[row].mean()
+        (whole if share > 0.8 else pasted).append(row)
+        if share <= 0.8:
+            # A rectangle of 30-60% of the frame (a few pasted pixels may equal the terrain's by chance).
+            rows, cols = np.flatnonzero(changed[row].any(axis=1)), np.flatnonzero(changed[row].any(axis=0))
+            box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) / changed[row].size
+            assert PASTE_AREA[0] - 0.02 <= box <= PASTE_AREA[1] + 0.02, box
+            assert share >= 0.8 * box
+    assert len(pasted) >= 10 and len(whole) >= 10, (len(pasted), len(whole))
+    # A pasted picture does not change its frame's labels; whole-frame ones share one mask of
+    # background and one class (the kind the shared_mask rule must not exempt).
+    assert np.array_equal(data.train_masks[pasted], terrain.train_masks[pasted])
+    shared = data.train_masks[whole]
+    assert (shared == shared[0]).all()
+    assert set(np.unique(shared[0])) - {0} and len(np.unique(shared[0])) == 2 and (shared[0] == 0).mean() > 0.15
+
+
+def test_styled_outliers_are_reproducible():
+    first = generate(30, 1, 0.2, 8, outlier_styles=["page", "paste_grid"])
+    second = generate(30, 1, 0.2, 8, outlier_styles=["page", "paste_grid"])
+    assert first.train_images.tobytes() == second.train_images.tobytes()
+    assert first.train_masks.tobytes() == second.train_masks.tobytes()

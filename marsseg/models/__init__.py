@@ -1,21 +1,20 @@
 """Model zoo: U-Net family architectures sharing one set of blocks and options.
 
-    ARCHITECTURES          name -> body builder (image tensor, ModelConfig) -> features
-    validate_model_params  the ``model`` section -> normalised copy (UserError if invalid)
-    build_model            the ``model`` section -> keras.Model (softmax probabilities, float32)
-    save_for_inference     save a (compiled) model so plain keras.models.load_model reads it
-"""
-from marsseg.models.build import build_model, save_for_inference
-from marsseg.models.options import DEFAULTS, FORCED_OPTIONS, ModelConfig, model_config, validate_model_params
-from marsseg.models.registry import ARCHITECTURES
+    ARCHITECTURES   name -> Architecture(body builder, forced options), from ``registry``
+    build_model     a ``ModelConfig`` (``cfg.model``) -> keras.Model (softmax probabilities, float32)
 
-__all__ = [
-    "ARCHITECTURES",
-    "DEFAULTS",
-    "FORCED_OPTIONS",
-    "ModelConfig",
-    "build_model",
-    "model_config",
-    "save_for_inference",
-    "validate_model_params",
-]
+``build_model`` is imported on first use: importing Keras takes seconds, and the registry is read by
+every stage's parameter check.
+"""
+from marsseg.models.registry import ARCHITECTURES, architecture
+
+
+def __getattr__(name):
+    if name == "build_model":
+        from marsseg.models.build import build_model
+
+        return build_model
+    raise AttributeError(f"module 'marsseg.models' has no attribute '{name}'")
+
+
+__all__ = ["ARCHITECTURES", "architecture", "build_model"]

@@ -10,7 +10,7 @@ import math
 import keras
 from keras import layers
 
-from marsseg.models.options import ModelConfig
+from marsseg.config import ModelConfig
 
 SE_REDUCTION = 8  # squeeze-excite bottleneck: channels // 8 (at least 1)
 

@@ -8,37 +8,39 @@ from keras import layers
 
 from marsseg import IMAGE_SHAPE, NUM_CLASSES
 from marsseg.models.blocks import classifier_head, denoise_input
-from marsseg.models.options import ModelConfig, model_config
+from marsseg.config import ModelConfig, validate_group
 from marsseg.models.registry import ARCHITECTURES
 
 
 def build_model(
-    model_params: Mapping[str, Any],
+    model: ModelConfig | Mapping[str, Any],
     input_shape: tuple[int, int, int] = (*IMAGE_SHAPE, 1),
     num_classes: int = NUM_CLASSES,
     seed: int | None = None,
 ) -> keras.Model:
-    """Images in [0, 1] of ``input_shape`` -> per-pixel softmax probabilities (float32).
+    """Raw images (grey levels 0-255) of ``input_shape`` -> per-pixel softmax probabilities (float32).
 
     ``seed`` (if given) goes to ``keras.utils.set_random_seed`` first, so the initial weights
     are a function of the seed; note that this also reseeds Python, NumPy and TensorFlow.
     """
-    cfg = model_config(model_params, input_shape)
+    cfg = model if isinstance(model, ModelConfig) else validate_group("model", model)
     if seed is not None:
         keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=input_shape, name="image")
-    x = denoise_input(inputs, cfg) if cfg.denoise_input else inputs
+    # Inside the model, so the saved file takes images as stored (0-255, any dtype) with nothing to repeat.
+    x = layers.Rescaling(1 / 255, name="scale")(inputs)
+    x = denoise_input(x, cfg) if cfg.denoise_input else x
     if cfg.patch:
         tile_net = segmentation_net(cfg, (input_shape[0], cfg.patch, input_shape[2]), num_classes)
         probabilities = compose_tiles(x, tile_net, cfg.patch)
     else:
-        probabilities = classifier_head(ARCHITECTURES[cfg.arch](x, cfg), num_classes, cfg)
+        probabilities = classifier_head(ARCHITECTURES[cfg.arch].body(x, cfg), num_classes, cfg)
     return keras.Model(inputs, probabilities, name=model_name(cfg))
 
 
 def segmentation_net(cfg: ModelConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     inputs = keras.Input(shape=input_shape, name="tile")
-    outputs = classifier_head(ARCHITECTURES[cfg.arch](inputs, cfg), num_classes, cfg)
+    outputs = classifier_head(ARCHITECTURES[cfg.arch].body(inputs, cfg), num_classes, cfg)
     return keras.Model(inputs, outputs, name="tile_net")
 
 
@@ -58,11 +60,3 @@ def compose_tiles(x, tile_net: keras.Model, tile_width: int):
 def model_name(cfg: ModelConfig) -> str:
     return f"{cfg.arch}_d{cfg.depth}" + (f"_patch{cfg.patch}" if cfg.patch else "")
 
-
-def save_for_inference(model: keras.Model, path) -> None:
-    """Save ``model`` so that a bare ``keras.models.load_model(path)`` works without marsseg.
-
-    A compiled model also stores its loss; ours are plain Python functions that Keras cannot
-    find at load time, so the weights go out through an uncompiled model sharing the layers.
-    """
-    keras.Model(model.inputs, model.outputs, name=model.name).save(path)

@@ -1,16 +1,16 @@
 """U-Net (Ronneberger et al.) and the two variants that are U-Net with one option forced on."""
 from __future__ import annotations
 
-import dataclasses
-
-from keras import layers
-
-from marsseg.models.blocks import decoder_block, encoder, prepare_skip, upsample
-from marsseg.models.options import ModelConfig
+from marsseg.models.registry import architecture
 
 
-def unet(x, cfg: ModelConfig):
+@architecture("unet")
+def unet(x, cfg):
     """Encoder, then per level: upsample, concatenate the (gated) skip, conv block."""
+    from keras import layers
+
+    from marsseg.models.blocks import decoder_block, encoder, prepare_skip, upsample
+
     features = encoder(x, cfg)
     x = features[-1]
     for level in reversed(range(cfg.depth)):
@@ -20,11 +20,7 @@ def unet(x, cfg: ModelConfig):
     return x
 
 
-def attention_unet(x, cfg: ModelConfig):
-    """Attention U-Net (Oktay et al.): U-Net with attention gates on every skip."""
-    return unet(x, dataclasses.replace(cfg, attention=True))
-
-
-def resunet(x, cfg: ModelConfig):
-    """Deep Residual U-Net (Zhang et al.): U-Net built from residual conv blocks."""
-    return unet(x, dataclasses.replace(cfg, residual=True))
+# Attention U-Net (Oktay et al.): U-Net with attention gates on every skip.
+architecture("attention_unet", forces={"attention": True})(unet)
+# Deep Residual U-Net (Zhang et al.): U-Net built from residual conv blocks.
+architecture("resunet", forces={"residual": True})(unet)

@@ -1,15 +1,17 @@
 """UNet 3+ (Huang et al.): every decoder level gathers all encoder and deeper decoder scales."""
 from __future__ import annotations
 
-from keras import layers
-
-from marsseg.models.blocks import conv_norm_relu, decoder_block, downsample, encoder, prepare_skip, upsample
-from marsseg.models.options import ModelConfig
+from marsseg.models.registry import architecture
 
 
-def unet3p(x, cfg: ModelConfig):
+@architecture("unet3p")
+def unet3p(x, cfg):
     """Decoder level i concatenates encoder levels <= i (max-pooled down to i) and decoder levels
     > i (upsampled), each squeezed to ``base_filters`` channels by a 3x3 conv first."""
+    from keras import layers
+
+    from marsseg.models.blocks import conv_norm_relu, decoder_block, downsample, encoder, prepare_skip, upsample
+
     branch_filters = cfg.base_filters
     decoder_filters = branch_filters * (cfg.depth + 1)
     features = encoder(x, cfg)

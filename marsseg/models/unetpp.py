@@ -1,14 +1,16 @@
 """U-Net++ (Zhou et al.): nested decoders joined by dense skip connections."""
 from __future__ import annotations
 
-from keras import layers
-
-from marsseg.models.blocks import decoder_block, encoder, prepare_skip, upsample
-from marsseg.models.options import ModelConfig
+from marsseg.models.registry import architecture
 
 
-def unetpp(x, cfg: ModelConfig):
+@architecture("unetpp")
+def unetpp(x, cfg):
     """Node X(i, j) sees every earlier node of its level and the upsampled node X(i+1, j-1)."""
+    from keras import layers
+
+    from marsseg.models.blocks import decoder_block, encoder, prepare_skip, upsample
+
     # nodes[level][column]; column 0 is the encoder.
     nodes = [[feature] for feature in encoder(x, cfg)]
     for column in range(1, cfg.depth + 1):

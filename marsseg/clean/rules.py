@@ -1,0 +1,193 @@
+"""The rules, each a function of the evidence and the config returning the rows it flags with a score."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from sklearn.neighbors import NearestNeighbors
+
+from marsseg.clean.embedding import Embedding
+from marsseg.clean.fallback import announce
+from marsseg.clean.features import intensity_counts, percentiles
+
+MAP_NEIGHBOURS = 5  # the map's typical spacing: median distance to the 5th nearest point
+FEATURE_NEIGHBOURS = 30  # nearest feature-space rows searched before an exact search
+ISOLATION_PASSES = 3  # re-measurements of isolation from the rows not yet caught
+MASK_RIM = 2  # pixels along the frame's edge an annotator may leave unlabelled in a whole-frame label (AI4Mars: 1)
+
+
+@dataclass
+class Evidence:
+    """Everything a rule may look at."""
+    images: np.ndarray
+    masks: np.ndarray
+    embedding: Embedding
+
+
+@dataclass
+class RuleResult:
+    flagged: np.ndarray  # (n,) bool
+    scores: np.ndarray  # (n,) float; meaningful where flagged
+
+
+def embedding_rule(evidence: Evidence, config) -> RuleResult:
+    """Small groups of the t-SNE map that lie far from every other row in feature space."""
+    n = len(evidence.images)
+    if not evidence.embedding.is_map:  # embed() has announced why
+        return RuleResult(np.zeros(n, bool), np.zeros(n))
+    scores = isolation_scores(evidence.embedding.features, evidence.embedding.xy, config)
+    return RuleResult(scores >= config.min_isolation, scores)
+
+
+def isolation_scores(features: np.ndarray, xy: np.ndarray, config) -> np.ndarray:
+    """Per row, the highest isolation of any small map group it belongs to (0 if none qualifies).
+
+    Isolation is measured from the rows that stay: outlier groups often sit next to each other
+    (two kinds of non-terrain pictures), so after each pass the rows already caught no longer count
+    as "outside", until the caught set stops changing (at most ``ISOLATION_PASSES`` passes).
+    """
+    n = len(features)
+    map_unit = _typical_spacing(xy, MAP_NEIGHBOURS)
+    k = min(FEATURE_NEIGHBOURS, n - 1)
+    distances, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(features).kneighbors(features)
+    distances, neighbours = distances[:, 1:], neighbours[:, 1:]
+    positive = distances[:, 0][distances[:, 0] > 0]
+    if map_unit <= 0 or positive.size == 0:
+        announce("the embedding rule is skipped: most rows are exact duplicates of each other")
+        return np.zeros(n)
+    feature_unit = float(np.median(positive))
+    groupings = _map_groups(xy, map_unit, config)
+
+    caught = np.zeros(n, bool)
+    for _ in range(ISOLATION_PASSES):
+        scores = np.zeros(n)
+        for labels, candidate in groupings:
+            outside = _distance_outside(features, labels, candidate, caught, distances, neighbours) / feature_unit
+            group = _group_medians(labels, outside)[labels]
+            member_ok = candidate & (outside >= config.min_member_isolation)
+            scores = np.maximum(scores, np.where(member_ok, group, 0.0))
+        now_caught = scores >= config.min_isolation
+        if np.array_equal(now_caught, caught):
+            break
+        caught = now_caught
+    return scores
+
+
+def _map_groups(xy: np.ndarray, map_unit: float, config) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per scale: group labels of the map's single-linkage pieces, and which rows sit in a small one."""
+    n = len(xy)
+    edge_rows, edge_cols, edge_lengths = _map_edges(xy)
+    groupings = []
+    for scale in config.group_scales:
+        keep = edge_lengths <= scale * map_unit
+        graph = coo_matrix((np.ones(int(keep.sum())), (edge_rows[keep], edge_cols[keep])), shape=(n, n))
+        _, labels = connected_components(graph, directed=False)
+        candidate = np.bincount(labels)[labels] <= config.max_group_fraction * n
+        if candidate.any():
+            groupings.append((labels, candidate))
+    return groupings
+
+
+def _typical_spacing(xy: np.ndarray, k: int) -> float:
+    k = min(k, len(xy) - 1)
+    distances, _ = NearestNeighbors(n_neighbors=k + 1).fit(xy).kneighbors(xy)
+    return float(np.median(distances[:, k]))
+
+
+def _map_edges(xy: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Edges of the map's k-nearest-neighbour graph: thresholding them gives single-linkage groups."""
+    k = min(k, len(xy) - 1)
+    distances, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(xy).kneighbors(xy)
+    rows = np.repeat(np.arange(len(xy)), k)
+    return rows, neighbours[:, 1:].ravel(), distances[:, 1:].ravel()
+
+
+def _distance_outside(features, labels, candidate, caught, distances, neighbours) -> np.ndarray:
+    """Each candidate row's feature distance to the nearest row outside its group that is not
+    already caught (other rows: 0)."""
+    n = len(features)
+    counted = (labels[neighbours] != labels[:, None]) & ~caught[neighbours]
+    outside = distances[np.arange(n), np.argmax(counted, axis=1)]
+    # Rows with no counted row among their searched neighbours: search all counted rows.
+    unresolved = candidate & ~counted.any(axis=1)
+    for group in np.unique(labels[unresolved]):
+        rows = np.flatnonzero(unresolved & (labels == group))
+        pool = (labels != group) & ~caught
+        outside[rows] = _min_distance(features[rows], features[pool]) if pool.any() else 0.0
+    return np.where(candidate, outside, 0.0)
+
+
+def _min_distance(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Distance from each row of ``a`` to its nearest row of ``b``."""
+    b_sq = (b**2).sum(1)
+    result = np.empty(len(a))
+    for start in range(0, len(a), chunk):
+        block = a[start:start + chunk]
+        sq = (block**2).sum(1)[:, None] + b_sq[None, :] - 2 * block @ b.T
+        result[start:start + chunk] = np.sqrt(np.maximum(sq.min(axis=1), 0.0))
+    return result
+
+
+def _group_medians(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Median of ``values`` within each label 0..max (vectorised: sort by label, then value)."""
+    order = np.lexsort((values, labels))
+    ordered = values[order]
+    counts = np.bincount(labels)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    low, high = starts + (counts - 1) // 2, starts + counts // 2
+    return (ordered[low] + ordered[high]) / 2
+
+
+def shared_mask_rule(evidence: Evidence, config) -> RuleResult:
+    """Non-trivial masks repeated byte for byte in more than ``max_mask_repeats`` rows.
+
+    A trivial mask recurs naturally and is exempt: all background, or fewer than ``min_mask_classes``
+    labelled classes with background only on the frame's rim (an annotator's "all soil" leaves the
+    outermost row or column unlabelled; in AI4Mars such masks recur up to 51 times). Background inside
+    the frame makes a mask a drawing of this frame's regions, which real labels never repeat dozens
+    of times: background plus one class repeated is as suspicious as two classes repeated.
+    """
+    masks = evidence.masks
+    n = len(masks)
+    flat = np.ascontiguousarray(masks.reshape(n, -1))
+    keys = flat.view(np.dtype((np.void, flat.shape[1]))).ravel()
+    _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+    trivial = np.array([is_trivial_mask(masks[row], config.min_mask_classes) for row in first], bool)
+    flagged = ((counts > config.max_mask_repeats) & ~trivial)[inverse]
+    return RuleResult(flagged, np.where(flagged, counts[inverse], 0).astype(float))
+
+
+def is_trivial_mask(mask: np.ndarray, min_mask_classes: int) -> bool:
+    """All background, or fewer than ``min_mask_classes`` labelled classes and background only on the rim."""
+    background = mask == 0
+    if background.all():
+        return True
+    labelled_classes = np.count_nonzero(np.bincount(mask[~background], minlength=256)[1:])
+    inner = background[MASK_RIM:-MASK_RIM, MASK_RIM:-MASK_RIM]
+    return labelled_classes < min_mask_classes and not inner.any()
+
+
+DEGENERATE_FLAT, DEGENERATE_NARROW, DEGENERATE_EMPTY_MASK = 1, 2, 4
+
+
+def degenerate_rule(evidence: Evidence, config) -> RuleResult:
+    """Flat images, images with a very narrow grey range, and masks that are all background."""
+    images, masks = evidence.images, evidence.masks
+    n = len(images)
+    std = images.reshape(n, -1).std(axis=1)
+    low, high = percentiles(intensity_counts(images), (0.01, 0.99)).T
+    code = (DEGENERATE_FLAT * (std < config.min_image_std)
+            + DEGENERATE_NARROW * ((high - low) < config.min_image_range)
+            + DEGENERATE_EMPTY_MASK * (masks.reshape(n, -1).max(axis=1) == 0))
+    return RuleResult(code > 0, code.astype(float))
+
+
+RULES: dict[str, Callable[[Evidence, Any], RuleResult]] = {
+    "embedding": embedding_rule,
+    "shared_mask": shared_mask_rule,
+    "degenerate": degenerate_rule,
+}
+

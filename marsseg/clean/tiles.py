@@ -1,0 +1,117 @@
+"""Per-tile statistics: what gives away a picture that fills only part of a terrain frame.
+
+A photograph pasted over a third or half of a terrain frame shifts the whole-frame statistics only a
+little; inside its tiles it is plain to see. Each frame is cut into 4 x 8 tiles of 16 x 16 pixels and
+each tile described by statistics that tell a picture from terrain: terrain has grain at every pixel
+(its median gradient is a good share of its spread) and gradients that vary smoothly in size, whereas
+a photograph, drawing or page has flat areas (median gradient near zero), hard edges (a long tail of
+large gradients), edges straight across the tile, and a few flat tones.
+
+A tile is compared with the tiles at the same place in every frame of the data set (sky sits at the
+top of terrain views, rover hardware in the bottom corners): a robust z-score per statistic, signed
+so that large means "less like terrain". A frame is described, per statistic, by the mean z of its
+4 and of its 8 most atypical tiles (a paste over 30-60% of a frame covers about 10 to 19 tiles).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+TILE = 16  # pixels per tile side: 4 x 8 tiles of a 64x128 frame (IMAGE_SHAPE)
+TOP_TILES = (4, 8)  # a frame's atypicality: the mean z of its most atypical k tiles
+TILE_Z_CLIP = 20.0  # one tile's extreme statistic must not own the frame's features
+FLAT_LEVEL = 0.05  # "flat": 3x3-smoothed gradient below this x the frame's std
+TONE_WIDTH = 2  # grey levels either side of a tile's commonest level that count as its flat tone
+# Statistic -> the sign that makes it "less like terrain"; grouped as the embedding weighs them.
+TILE_GROUPS = {
+    "tile_texture": {"grain": -1, "edge_sharpness": 1},
+    "tile_shapes": {"flat": 1, "straight": 1, "flat_tone": 1},
+}
+TILE_STATISTIC_NAMES = ("grain", "edge_sharpness", "flat", "straight", "flat_tone")
+
+
+def _tiles(values: np.ndarray) -> np.ndarray:
+    """(n, H, W) -> (n, tiles, TILE, TILE), tiles in row-major order."""
+    n, h, w = values.shape
+    return values.reshape(n, h // TILE, TILE, w // TILE, TILE).transpose(0, 1, 3, 2, 4).reshape(n, -1, TILE, TILE)
+
+
+def tile_statistics(images: np.ndarray) -> np.ndarray:
+    """(n, tiles, len(TILE_STATISTIC_NAMES)) statistics of each tile of (n, H, W) uint8 frames."""
+    n = len(images)
+    x = images.astype(np.float32)
+    frame_std = np.maximum(x.std(axis=(1, 2)), 1.0)[:, None, None]
+    grad_x, grad_y = np.zeros_like(x), np.zeros_like(x)
+    grad_x[:, :, :-1] = np.diff(x, axis=2)
+    grad_y[:, :-1, :] = np.diff(x, axis=1)
+    smooth = ndi.uniform_filter(x, size=(1, 3, 3))
+    magnitude = np.full_like(x, np.inf)  # the last row and column have no gradient: never "flat"
+    magnitude[:, :-1, :-1] = np.hypot(np.diff(smooth, axis=2)[:, :-1, :], np.diff(smooth, axis=1)[:, :, :-1])
+
+    tile_std = np.maximum(_tiles(x).std(axis=(2, 3)), 0.5)
+    abs_grad = _tiles(np.abs(grad_x) + np.abs(grad_y)).reshape(n, -1, TILE * TILE)
+    q50, q99 = np.quantile(abs_grad, (0.5, 0.99), axis=2)
+    # An edge straight along a tile's column adds its steps up over the tile's rows; texture's cancel.
+    gx, gy = _tiles(grad_x), _tiles(grad_y)
+    columns = np.abs(gx.sum(axis=2)) / (np.abs(gx).sum(axis=2) + 1e-6)
+    rows = np.abs(gy.sum(axis=3)) / (np.abs(gy).sum(axis=3) + 1e-6)
+    return np.stack([
+        q50 / tile_std,  # grain
+        np.log((q99 + 1.0) / (q50 + 1.0)),  # edge sharpness
+        _tiles(magnitude < FLAT_LEVEL * frame_std).mean(axis=(2, 3)),  # flat
+        np.maximum(columns.max(axis=2), rows.max(axis=2)),  # straight
+        _flat_tone(images),
+    ], axis=2).astype(np.float32)
+
+
+def _flat_tone(images: np.ndarray) -> np.ndarray:
+    """(n, tiles): share of each tile's pixels within TONE_WIDTH grey levels of its commonest level."""
+    levels = _tiles(images).reshape(len(images), -1, TILE * TILE).astype(np.int64)
+    n_tiles = levels.shape[0] * levels.shape[1]
+    offsets = (np.arange(n_tiles, dtype=np.int64) * 256).reshape(levels.shape[:2])[..., None]
+    counts = np.bincount((levels + offsets).ravel(), minlength=n_tiles * 256).reshape(*levels.shape[:2], 256)
+    window = np.cumsum(np.pad(counts, ((0, 0), (0, 0), (TONE_WIDTH + 1, TONE_WIDTH))), axis=2)
+    width = 2 * TONE_WIDTH + 1
+    return (window[..., width:] - window[..., :-width]).max(axis=2) / (TILE * TILE)
+
+
+def atypical_tiles(stats: np.ndarray) -> dict[str, np.ndarray]:
+    """Frame features, per group of TILE_GROUPS, from the (n, tiles, k) statistics of every frame."""
+    median = np.median(stats, axis=0)
+    spread = 1.4826 * np.median(np.abs(stats - median), axis=0)
+    spread = np.maximum(spread, 0.1 * stats.std(axis=0) + 1e-6)  # a statistic constant at a place
+    z = np.clip((stats - median) / spread, -TILE_Z_CLIP, TILE_Z_CLIP)
+    groups = {}
+    for group, signs in TILE_GROUPS.items():
+        columns = []
+        for name, sign in signs.items():
+            ranked = -np.sort(-sign * z[:, :, TILE_STATISTIC_NAMES.index(name)], axis=1)
+            columns += [ranked[:, :k].mean(axis=1) for k in TOP_TILES]
+        groups[group] = np.column_stack(columns)
+    return groups
+
+
+LINE_BAND = 16  # pixels: edges are followed along bands this wide
+LINE_CONTEXT = 4  # a line's strength is compared with the lines this many pixels either side
+
+
+def edge_lines(images: np.ndarray) -> np.ndarray:
+    """(n, 4): how strongly the steepest straight vertical and horizontal lines stand out.
+
+    A pasted picture's border is a straight line of steps exactly along one column (its sides) or one
+    row (its top and bottom) for the whole band it crosses; terrain's edges wander, so their steps
+    spread over neighbouring columns or rows. Per band, the summed step size along each column (row)
+    is divided by the median of its neighbours'; a frame is described by the largest and second
+    largest ratio (log) among the columns and among the rows."""
+    x = images.astype(np.float32)
+    n, h, w = x.shape
+    vertical = np.abs(np.diff(x, axis=2)).reshape(n, h // LINE_BAND, LINE_BAND, w - 1).sum(axis=2)
+    horizontal = np.abs(np.diff(x, axis=1)).reshape(n, h - 1, w // LINE_BAND, LINE_BAND).sum(axis=3)
+    horizontal = horizontal.transpose(0, 2, 1)
+    columns = []
+    for energy in (vertical, horizontal):  # (n, bands, positions)
+        context = ndi.median_filter(energy, size=(1, 1, 2 * LINE_CONTEXT + 1), mode="nearest")
+        ratio = np.log((energy + 1.0) / (context + 1.0)).reshape(n, -1)
+        top = -np.sort(-ratio, axis=1)
+        columns += [top[:, 0], top[:, 1]]
+    return np.column_stack(columns)

@@ -1,0 +1,237 @@
+"""The Optuna search over DVC experiments: space checks, trials as DVC experiments + MLflow runs, resume,
+and several search processes sharing one study (tiny params, scratch DVC repos)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from marsseg import search
+from marsseg.config import read_params
+from marsseg.errors import UserError
+
+from conftest import REPO, TINY_PARAMS, copy_project, deep_update, project_env, run
+
+STORAGE = "sqlite:///optuna.db"
+# 40 synthetic rows, a 1-epoch 4-filter net: a trial is train + evaluate + submit in seconds.
+SEARCH_PARAMS = deep_update(json.loads(json.dumps(TINY_PARAMS)), {"data": {"synthetic": {"n_train": 40, "n_test": 8}}})
+TINY_SPACE = {
+    "fixed": {"train.epochs": 1},
+    "params": {"train.learning_rate": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
+               "model.base_filters": [4, 6]},
+}
+
+
+# ---------------------------------------------------------------- the space file (no DVC)
+
+@pytest.fixture()
+def base_params() -> dict:
+    return read_params(REPO / "params.yaml")
+
+
+def space_error(tmp_path: Path, base_params: dict, text: str) -> str:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as caught:
+        search.load_space(path, base_params)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(str(path))
+    return message
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("params: {model.depht: [3, 4]}", "unknown parameter model.depht; did you mean model.depth?"),
+    ("fixed: {train.epoch: 2}\nparams: {model.depth: [3]}", "did you mean train.epochs?"),
+    ("params: {model.depth: {low: 5, high: 3}}", "model.depth: low (5) is above high (3)"),
+    ("params: {train.learning_rate: {low: 0.0, high: 0.1, log: true}}", "a log range needs low > 0"),
+    ("params: {loss.name: []}", "loss.name: empty list of choices"),
+    ("params: {model.depth: [3, 7]}", "model.depth is 7; allowed"),
+    ("params: {model.arch: [unet, nope]}", "unknown architecture 'nope'"),
+    ("params: {model.depth: 3}", "put a single value under 'fixed:'"),
+    ("fixed: {model.depth: 3}", "non-empty 'params:' section"),
+])
+def test_an_impossible_space_fails_with_one_line(tmp_path, base_params, text, expected):
+    assert expected in space_error(tmp_path, base_params, text)
+
+
+def test_space_ranges_and_list_choices(tmp_path, base_params):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({
+        "fixed": {"train": {"epochs": 2}},
+        "params": {"model.depth": {"low": 3, "high": 4}, "train.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+                   "model.dropout": [[0.0, 0.1], 0.2]}}))
+    space = search.load_space(path, base_params)
+    depth, rate, dropout = (space.distributions[k] for k in ("model.depth", "train.learning_rate", "model.dropout"))
+    assert isinstance(depth, optuna.distributions.IntDistribution) and (depth.low, depth.high) == (3, 4)
+    assert isinstance(rate, optuna.distributions.FloatDistribution) and rate.log
+    assert space.overrides({"model.dropout": dropout.choices[0]}) == {"train.epochs": 2, "model.dropout": [0.0, 0.1]}
+    assert search.unflatten({"train.epochs": 2, "model.dropout": 0.2}) == {"train": {"epochs": 2}, "model": {"dropout": 0.2}}
+
+
+def test_dvc_values_read_back_as_the_same_yaml():
+    for value in (1e-05, 0.001, 3, True, "focal+dice", [0.0, 0.1]):
+        assert yaml.safe_load(search.dvc_value(value)) == value
+
+
+def test_a_failing_trial_is_recorded_with_its_error_line_and_uses_the_budget(tmp_path, monkeypatch, base_params):
+    monkeypatch.chdir(tmp_path)
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(yaml.safe_dump(TINY_SPACE))
+    space = search.load_space(space_file, base_params)
+
+    def failing_run(self, number, name, overrides):
+        raise UserError("error: params.yaml: model.depth is 2; allowed: 3, 4, 5")
+
+    monkeypatch.setattr(search.Search, "dvc_exp_run", failing_run)
+    finder = search.Search(space, base_params, "broken", STORAGE, trials=3, jobs=2)
+    finder.run()
+    trials = optuna.load_study(study_name="broken", storage=STORAGE).get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3
+    assert all(t.user_attrs[search.ERROR_ATTR].startswith("error: params.yaml: model.depth") for t in trials)
+    assert search.report(finder) == 1
+
+
+# ---------------------------------------------------------------- end to end, DVC for real
+
+GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
+pytest_slow = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def search_baseline(tmp_path_factory) -> Path:
+    """The tiny pipeline run once and committed, with the tiny space: trials then rerun train onwards only."""
+    root = copy_project(tmp_path_factory.mktemp("search-base"), SEARCH_PARAMS)
+    (root / "search/space.yaml").write_text(yaml.safe_dump(TINY_SPACE, sort_keys=False))
+    run(root, "dvc", "repro")
+    run(root, *GIT, "add", "-A")
+    run(root, *GIT, "commit", "-q", "-m", "baseline on tiny params")
+    return root
+
+
+def clone(baseline: Path, dest: Path) -> Path:
+    shutil.copytree(baseline, dest, symlinks=True)
+    return dest
+
+
+def search_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "marsseg.search", *args]
+
+
+def start_search(root: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(search_command(*args), cwd=root, env=project_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def counted_trials(root: Path, study: str) -> list:
+    trials = optuna.load_study(study_name=study, storage=f"sqlite:///{root / 'optuna.db'}").get_trials()
+    return [t for t in trials if search.counts_toward_budget(t)]
+
+
+def experiment_names(root: Path) -> list[str]:
+    shown = json.loads(run(root, "dvc", "exp", "show", "--json").stdout)
+    return sorted(e["name"] for rev in shown for e in (rev.get("experiments") or []))
+
+
+def tagged_runs(root: Path, study: str) -> dict[str, str]:
+    """MLflow run id -> search.trial tag, for the trial runs of the study (not its summary run)."""
+    with sqlite3.connect(root / "mlflow.db") as db:
+        return dict(db.execute("select s.run_uuid, t.value from tags s join tags t on t.run_uuid = s.run_uuid "
+                               "and t.key = 'search.trial' where s.key = 'search.study' and s.value = ?", (study,)))
+
+
+@pytest_slow
+def test_search_runs_each_trial_as_a_dvc_experiment_and_writes_the_best_preset(search_baseline, tmp_path):
+    root = clone(search_baseline, tmp_path / "repo")
+    result = run(root, *search_command("--trials", "4", "--jobs", "2", "--study", "tiny"))
+
+    trials = counted_trials(root, "tiny")
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in trials), result.stdout
+    assert experiment_names(root) == ["tiny-t0", "tiny-t1", "tiny-t2", "tiny-t3"]
+    # Each trial's training run carries the study and its own trial number.
+    assert sorted(tagged_runs(root, "tiny").values()) == ["0", "1", "2", "3"]
+
+    best = max(trials, key=lambda t: t.value)
+    preset = yaml.safe_load((root / "presets/tiny-best.yaml").read_text())
+    assert preset["train"]["epochs"] == 1
+    assert preset["model"]["base_filters"] == best.params["model.base_filters"]
+    assert preset["train"]["learning_rate"] == pytest.approx(best.params["train.learning_rate"])
+    assert "leaderboard" in result.stdout and f"best trial {best.number}" in result.stdout
+    assert (root / "reports/search/tiny/history.png").is_file()
+    with sqlite3.connect(root / "mlflow.db") as db:
+        summary = db.execute("select r.run_uuid from runs r join experiments e on r.experiment_id = e.experiment_id "
+                             "where e.name = 'marsseg-search'").fetchall()
+    assert len(summary) == 1
+
+    # Asking again for the same study with the budget spent runs nothing new.
+    again = run(root, *search_command("--trials", "4", "--study", "tiny"))
+    assert "search: trial" not in again.stdout
+    assert len(counted_trials(root, "tiny")) == 4
+
+
+@pytest_slow
+def test_an_interrupted_search_resumes_to_its_budget(search_baseline, tmp_path):
+    root = clone(search_baseline, tmp_path / "repo")
+    process = start_search(root, "--trials", "4", "--jobs", "1", "--study", "resume")
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None:
+        if (root / "optuna.db").is_file():
+            done = [t for t in counted_trials(root, "resume") if t.state == TrialState.COMPLETE]
+            if len(done) >= 2:
+                break
+        time.sleep(1)
+    # Like Ctrl-C: the running trial is stopped and left for the next run.
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode != 0, output
+    first = counted_trials(root, "resume")
+    assert 2 <= sum(t.state == TrialState.COMPLETE for t in first) < 4, output
+
+    resumed = run(root, *search_command("--trials", "4", "--jobs", "1", "--study", "resume"))
+    trials = counted_trials(root, "resume")
+    assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials), output + resumed.stdout
+    everything = optuna.load_study(study_name="resume", storage=f"sqlite:///{root / 'optuna.db'}").get_trials()
+    interrupted = [t for t in everything if t.user_attrs.get("search.interrupted")]
+    for trial in interrupted:  # rerun with the same params, not lost
+        retry = next(t for t in everything if t.user_attrs.get("search.retry_of") == trial.number)
+        assert retry.params == trial.params and retry.state == TrialState.COMPLETE
+
+
+@pytest_slow
+def test_two_search_processes_share_one_study_and_its_budget(search_baseline, tmp_path):
+    root = clone(search_baseline, tmp_path / "repo")
+    processes = [start_search(root, "--trials", "4", "--jobs", "1", "--study", "shared") for _ in range(2)]
+    outputs = [p.communicate(timeout=900)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+
+    trials = counted_trials(root, "shared")
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    # Each trial ran exactly once, in one process or the other, and both processes ran some.
+    started = [line for out in outputs for line in out.splitlines() if line.startswith("search: trial") and "(shared-t" in line]
+    assert sorted(started) == sorted(set(started)) and len(started) == 4
+    assert all(any("(shared-t" in line for line in out.splitlines()) for out in outputs)
+    assert experiment_names(root) == ["shared-t0", "shared-t1", "shared-t2", "shared-t3"]
+    # Seeded per position in the study: the processes did not propose the same configurations.
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4
+
+
+def test_a_bad_space_stops_the_search_before_any_trial_with_one_line(tmp_path):
+    root = copy_project(tmp_path / "repo")
+    (root / "search/space.yaml").write_text("params:\n  model.depht: [3, 4]\n")
+    result = run(root, *search_command("--trials", "2"), check=False)
+    assert result.returncode == 2
+    assert [line for line in result.stderr.splitlines() if "error" in line.lower()] == [
+        "error: search/space.yaml: unknown parameter model.depht; did you mean model.depth?"]
+    assert not (root / "optuna.db").exists() and not experiment_names(root)
