@@ -61,10 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    if args.list or not args.name:
+    if args.list:
         for path in sorted(PRESET_DIR.glob("*.yaml")):
             print(path.stem)
-        return 0 if args.list else 2
+        return 0
+    if not args.name:
+        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))) or "none"
+        raise UserError(f"marsseg exp: name a preset, e.g. `marsseg exp cpu-small` (known: {known})")
     command = ["dvc", "exp", "run", *set_param_args(load_preset(args.name))]
     if args.queue:
         command.append("--queue")

@@ -235,3 +235,11 @@ def test_an_optional_unreachable_tracker_warns_once(monkeypatch, capsys):
     cfg = validate(with_change("mlflow.required", False))
     assert not Tracker(cfg.mlflow).enabled
     assert capsys.readouterr().err.count("warning:") == 1
+
+
+def test_marsseg_exp_without_a_preset_names_the_known_ones(capsys):
+    from marsseg.cli import main
+
+    assert main(["exp"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: marsseg exp: name a preset") and "cpu-small" in err and "\n" not in err

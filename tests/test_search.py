@@ -151,37 +151,7 @@ def tagged_runs(root: Path, study: str) -> dict[str, str]:
 
 
 @pytest_slow
-def test_search_runs_each_trial_as_a_dvc_experiment_and_writes_the_best_preset(search_baseline, tmp_path):
-    root = clone(search_baseline, tmp_path / "repo")
-    result = run(root, *search_command("--trials", "4", "--jobs", "2", "--study", "tiny"))
-
-    trials = counted_trials(root, "tiny")
-    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
-    assert all(t.state == TrialState.COMPLETE for t in trials), result.stdout
-    assert experiment_names(root) == ["tiny-t0", "tiny-t1", "tiny-t2", "tiny-t3"]
-    # Each trial's training run carries the study and its own trial number.
-    assert sorted(tagged_runs(root, "tiny").values()) == ["0", "1", "2", "3"]
-
-    best = max(trials, key=lambda t: t.value)
-    preset = yaml.safe_load((root / "presets/tiny-best.yaml").read_text())
-    assert preset["train"]["epochs"] == 1
-    assert preset["model"]["base_filters"] == best.params["model.base_filters"]
-    assert preset["train"]["learning_rate"] == pytest.approx(best.params["train.learning_rate"])
-    assert "leaderboard" in result.stdout and f"best trial {best.number}" in result.stdout
-    assert (root / "reports/search/tiny/history.png").is_file()
-    with sqlite3.connect(root / "mlflow.db") as db:
-        summary = db.execute("select r.run_uuid from runs r join experiments e on r.experiment_id = e.experiment_id "
-                             "where e.name = 'marsseg-search'").fetchall()
-    assert len(summary) == 1
-
-    # Asking again for the same study with the budget spent runs nothing new.
-    again = run(root, *search_command("--trials", "4", "--study", "tiny"))
-    assert "search: trial" not in again.stdout
-    assert len(counted_trials(root, "tiny")) == 4
-
-
-@pytest_slow
-def test_an_interrupted_search_resumes_to_its_budget(search_baseline, tmp_path):
+def test_a_stopped_search_resumes_to_its_budget_of_four_dvc_experiments_and_writes_the_best_preset(search_baseline, tmp_path):
     root = clone(search_baseline, tmp_path / "repo")
     process = start_search(root, "--trials", "4", "--jobs", "1", "--study", "resume")
     deadline = time.time() + 600
@@ -198,7 +168,7 @@ def test_an_interrupted_search_resumes_to_its_budget(search_baseline, tmp_path):
     first = counted_trials(root, "resume")
     assert 2 <= sum(t.state == TrialState.COMPLETE for t in first) < 4, output
 
-    resumed = run(root, *search_command("--trials", "4", "--jobs", "1", "--study", "resume"))
+    resumed = run(root, *search_command("--trials", "4", "--jobs", "2", "--study", "resume"))
     trials = counted_trials(root, "resume")
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials), output + resumed.stdout
     everything = optuna.load_study(study_name="resume", storage=f"sqlite:///{root / 'optuna.db'}").get_trials()
@@ -206,6 +176,28 @@ def test_an_interrupted_search_resumes_to_its_budget(search_baseline, tmp_path):
     for trial in interrupted:  # rerun with the same params, not lost
         retry = next(t for t in everything if t.user_attrs.get("search.retry_of") == trial.number)
         assert retry.params == trial.params and retry.state == TrialState.COMPLETE
+
+    # The finished 4-trial study (JOBS=2 after the resume): 4 DVC experiments, 4 tagged MLflow runs,
+    # the best trial's preset, the leaderboard and the plots.
+    names = experiment_names(root)
+    assert len(names) == 4 and all(name.startswith("resume-t") for name in names), names
+    assert sorted(tagged_runs(root, "resume").values()) == sorted(str(t.number) for t in trials)
+    best = max(trials, key=lambda t: t.value)
+    preset = yaml.safe_load((root / "presets/resume-best.yaml").read_text())
+    assert preset["train"]["epochs"] == 1
+    assert preset["model"]["base_filters"] == best.params["model.base_filters"]
+    assert preset["train"]["learning_rate"] == pytest.approx(best.params["train.learning_rate"])
+    assert "leaderboard" in resumed.stdout and f"best trial {best.number}" in resumed.stdout
+    assert (root / "reports/search/resume/history.png").is_file()
+    with sqlite3.connect(root / "mlflow.db") as db:
+        summaries = db.execute("select r.run_uuid from runs r join experiments e on r.experiment_id = e.experiment_id "
+                               "where e.name = 'marsseg-search'").fetchall()
+    assert summaries
+
+    # Asking again for the same study with the budget spent runs nothing new.
+    again = run(root, *search_command("--trials", "4", "--study", "resume"))
+    assert "search: trial" not in again.stdout
+    assert len(counted_trials(root, "resume")) == 4
 
 
 @pytest_slow
