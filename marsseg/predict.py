@@ -32,17 +32,6 @@ class Predictions:
         return self.tta if self.tta is not None else self.plain
 
 
-def check_prediction_params(settings: dict, section_name: str) -> dict:
-    """``tta`` (bool, default false) and ``batch_size`` (positive int, default 64) of a params section."""
-    tta = settings.get("tta", False)
-    batch_size = settings.get("batch_size", 64)
-    if not isinstance(tta, bool):
-        raise UserError(f"params.yaml: {section_name}.tta must be true or false, got {tta!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"params.yaml: {section_name}.batch_size must be a positive integer, got {batch_size!r}")
-    return {"tta": tta, "batch_size": batch_size}
-
-
 def _fits(shape: tuple, expected: tuple) -> bool:
     """``shape`` matches ``expected``, a ``None`` (fully convolutional) dimension matching anything."""
     return len(shape) == len(expected) and all(d is None or d == e for d, e in zip(shape, expected))
