@@ -83,12 +83,62 @@ def stages_run(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
 
 
+TRAIN_MARKER_ENV = "MARSSEG_TRAIN_MARKER"
+GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
+
+
+def train_marker(root: Path) -> Path:
+    """The file the train stage of the project at ``root`` appends to each time it really trains."""
+    return root.parent / f"{root.name}-trained.txt"
+
+
+def pipeline_env(root: Path) -> dict:
+    """The stages import this copy's code (not the main checkout's) and note each training in its marker."""
+    env = project_env()
+    env["PYTHONPATH"] = str(root)
+    env[TRAIN_MARKER_ENV] = str(train_marker(root))
+    return env
+
+
+def commit_all(root: Path, message: str) -> None:
+    run(root, *GIT, "add", "-A")
+    run(root, *GIT, "commit", "-q", "--allow-empty", "-m", message)
+
+
 @pytest.fixture(scope="session")
-def tiny_project(tmp_path_factory) -> Path:
-    """The whole pipeline run once on tiny params (shared by read-only tests)."""
-    root = copy_project(tmp_path_factory.mktemp("tiny"), TINY_PARAMS)
-    run(root, "dvc", "repro")
+def pipeline_baseline(tmp_path_factory) -> Path:
+    """The whole pipeline run once on tiny params and committed, for the whole session: every pytest-xdist
+    worker shares it (the first to arrive builds it under a file lock). Never changed: tests copy it."""
+    from filelock import FileLock
+
+    # The folder above a worker's temp dir is common to the session's workers (and only to them).
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root, finished = shared / "tiny-baseline", shared / "tiny-baseline.finished"
+    with FileLock(str(shared / "tiny-baseline.lock")):
+        if not finished.is_file():
+            # Built where it stays: MLflow records its artifact folder as an absolute path.
+            shutil.rmtree(root, ignore_errors=True)
+            train_marker(root).unlink(missing_ok=True)
+            copy_project(root, TINY_PARAMS)
+            run(root, "dvc", "repro", env=pipeline_env(root))
+            commit_all(root, "pipeline run on tiny params")
+            finished.touch()
     return root
+
+
+def copy_pipeline(baseline: Path, dest: Path) -> Path:
+    """A copy of a finished project with its DVC cache, outputs, MLflow store and training marker."""
+    shutil.copytree(baseline, dest, symlinks=True)
+    if train_marker(baseline).is_file():
+        shutil.copy2(train_marker(baseline), train_marker(dest))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_project(pipeline_baseline, tmp_path_factory) -> Path:
+    """This worker's copy of the tiny pipeline (shared by read-only tests)."""
+    return copy_pipeline(pipeline_baseline, tmp_path_factory.mktemp("tiny") / "project")
 
 
 # --- the train stage on its own, in a bare work dir ---------------------------------------------

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -14,24 +13,9 @@ import yaml
 
 from marsseg.reproduce import moved_metrics
 
-from conftest import run, stages_run
+from conftest import commit_all, copy_pipeline, run, stages_run
 
 pytestmark = pytest.mark.slow
-
-GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
-
-
-def commit_all(root: Path, message: str) -> None:
-    run(root, *GIT, "add", "-A")
-    run(root, *GIT, "commit", "-q", "--allow-empty", "-m", message)
-
-
-def clone_of(tiny_project: Path, dest: Path) -> Path:
-    """A copy of the tiny project with its DVC cache and outputs, dvc.lock committed."""
-    shutil.copytree(tiny_project, dest, symlinks=True)
-    commit_all(dest, "pipeline run on tiny params")
-    return dest
-
 
 def locked_md5(root: Path, stage: str, path: str) -> str:
     lock = yaml.safe_load((root / "dvc.lock").read_text())
@@ -43,8 +27,8 @@ def mlflow_run_names(root: Path) -> list[str]:
         return [name for (name,) in db.execute("select name from runs where status = 'FINISHED'")]
 
 
-def test_param_change_reruns_only_downstream_and_going_back_restores_from_run_cache(tiny_project, tmp_path):
-    root = clone_of(tiny_project, tmp_path / "repo")
+def test_param_change_reruns_only_downstream_and_going_back_restores_from_run_cache(pipeline_baseline, tmp_path):
+    root = copy_pipeline(pipeline_baseline, tmp_path / "repo")
     model_md5 = locked_md5(root, "train", "models/model.keras")
 
     deeper = run(root, "dvc", "exp", "run", "-S", "model.depth=4")
@@ -56,8 +40,8 @@ def test_param_change_reruns_only_downstream_and_going_back_restores_from_run_ca
     assert locked_md5(root, "train", "models/model.keras") == model_md5
 
 
-def test_run_cache_pushed_from_one_clone_spares_training_in_another(tiny_project, tmp_path):
-    clone_a = clone_of(tiny_project, tmp_path / "a")
+def test_run_cache_pushed_from_one_clone_spares_training_in_another(pipeline_baseline, tmp_path):
+    clone_a = copy_pipeline(pipeline_baseline, tmp_path / "a")
     remote = tmp_path / "remote"
     run(clone_a, "dvc", "remote", "add", "-d", "shared", str(remote))
     commit_all(clone_a, "remote")
@@ -75,8 +59,8 @@ def test_run_cache_pushed_from_one_clone_spares_training_in_another(tiny_project
     assert locked_md5(clone_b, "train", "models/model.keras") == locked_md5(clone_a, "train", "models/model.keras")
 
 
-def test_queued_grid_runs_every_combination_into_one_mlflow_store(tiny_project, tmp_path):
-    root = clone_of(tiny_project, tmp_path / "repo")
+def test_queued_grid_runs_every_combination_into_one_mlflow_store(pipeline_baseline, tmp_path):
+    root = copy_pipeline(pipeline_baseline, tmp_path / "repo")
     before = len(mlflow_run_names(root))
     run(root, "dvc", "exp", "run", "--queue", "-S", "model.arch=unet,unet3p", "-S", "loss.name=weighted_ce,focal+dice")
     run(root, "dvc", "queue", "start", "-j", "2")
@@ -101,8 +85,8 @@ def test_queued_grid_runs_every_combination_into_one_mlflow_store(tiny_project, 
                                      ("unet3p", "weighted_ce"), ("unet3p", "focal+dice")])
 
 
-def test_preset_runs_as_an_experiment_and_tags_its_mlflow_run(tiny_project, tmp_path):
-    root = clone_of(tiny_project, tmp_path / "repo")
+def test_preset_runs_as_an_experiment_and_tags_its_mlflow_run(pipeline_baseline, tmp_path):
+    root = copy_pipeline(pipeline_baseline, tmp_path / "repo")
     (root / "presets/tiny-test.yaml").write_text("model:\n  arch: attention_unet\n  base_filters: 4\n")
     commit_all(root, "tiny preset")
     result = run(root, "marsseg", "exp", "tiny-test")
@@ -113,8 +97,8 @@ def test_preset_runs_as_an_experiment_and_tags_its_mlflow_run(tiny_project, tmp_
     assert ("tiny-test",) in tags
 
 
-def test_ci_check_fails_with_a_table_when_a_committed_metric_was_altered(tiny_project, tmp_path):
-    root = clone_of(tiny_project, tmp_path / "repo")
+def test_ci_check_fails_with_a_table_when_a_committed_metric_was_altered(pipeline_baseline, tmp_path):
+    root = copy_pipeline(pipeline_baseline, tmp_path / "repo")
     assert run(root, sys.executable, "-m", "marsseg.reproduce", "--compare-only").returncode == 0
 
     metrics_file = root / "metrics/evaluate.json"

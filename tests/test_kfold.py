@@ -8,7 +8,7 @@ import pytest
 
 from marsseg.submission import check_submission
 
-from conftest import REPO, TINY_PARAMS, copy_project, run, set_params, stages_run
+from conftest import REPO, TINY_PARAMS, copy_pipeline, run, set_params, stages_run
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif("cv_train:" not in (REPO / "dvc.yaml").read_text(),
@@ -17,9 +17,10 @@ pytestmark = [pytest.mark.slow,
 FOLD_STAGES = ("cv_split", "cv_augment", "cv_train", "cv_evaluate")
 
 
-def test_two_folds_run_end_to_end_and_adding_a_fold_runs_only_that_fold(tmp_path):
-    root = copy_project(tmp_path / "repo", {**TINY_PARAMS, "split": {"folds": 2, "cv_folds": [0]}})
-    # Only the fold chains (and what they need): the single split's train/evaluate/submit are not under test.
+def test_two_folds_run_end_to_end_and_adding_a_fold_runs_only_that_fold(pipeline_baseline, tmp_path):
+    root = copy_pipeline(pipeline_baseline, tmp_path / "repo")
+    set_params(root, {"split": {"folds": 2, "cv_folds": [0]}})
+    # Only the fold chains: ingest and clean are the baseline's, the single split's stages are not under test.
     first = run(root, "dvc", "repro", "cv_evaluate")
     assert {f"{stage}@0" for stage in FOLD_STAGES} <= stages_run(first.stdout)
     assert "train" not in stages_run(first.stdout)

@@ -8,22 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY_PARAMS, copy_project, project_env, run, stages_run
+from conftest import copy_pipeline, pipeline_env, run, stages_run, train_marker
 from marsseg.reporting import split_run_log
-
-MARKER_ENV = "MARSSEG_TRAIN_MARKER"
-
-
-def pipeline_env(root: Path) -> dict:
-    """The stages import this copy's code (not the main checkout's) and note each training in a marker."""
-    env = project_env()
-    env["PYTHONPATH"] = str(root)
-    env[MARKER_ENV] = str(root.parent / f"{root.name}-trained.txt")
-    return env
 
 
 def trainings(root: Path) -> int:
-    marker = root.parent / f"{root.name}-trained.txt"
+    marker = train_marker(root)
     return len(marker.read_text().splitlines()) if marker.is_file() else 0
 
 
@@ -34,9 +24,8 @@ def test_run_log_keys_are_split_off_the_metrics_at_any_depth():
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    root = copy_project(tmp_path_factory.mktemp("reproducible") / "project", TINY_PARAMS)
-    run(root, "dvc", "repro", env=pipeline_env(root))
+def project(pipeline_baseline, tmp_path_factory) -> Path:
+    root = copy_pipeline(pipeline_baseline, tmp_path_factory.mktemp("reproducible") / "project")
     assert trainings(root) == 1
     return root
 

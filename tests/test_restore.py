@@ -13,24 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import TINY_PARAMS, copy_project, project_env, run, stages_run
+from conftest import commit_all, copy_pipeline, pipeline_env, run, stages_run, train_marker
 
 pytestmark = pytest.mark.slow
 
-GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
 MODEL = Path("models/model.keras")
-
-
-def env_for(root: Path) -> dict:
-    """This clone's code on the path, and the marker file its train stage appends to when it trains."""
-    env = project_env()
-    env["PYTHONPATH"] = str(root)
-    env["MARSSEG_TRAIN_MARKER"] = str(marker(root))
-    return env
-
-
-def marker(root: Path) -> Path:
-    return root.parent / f"{root.name}-trained.txt"
 
 
 def md5(path: Path) -> str:
@@ -42,25 +29,19 @@ def clone(origin: Path, dest: Path) -> Path:
     return dest
 
 
-def commit(root: Path, message: str) -> None:
-    run(root, *GIT, "add", "-A")
-    run(root, *GIT, "commit", "-q", "-m", message)
-
-
 def restore(root: Path, check: bool = True):
-    return run(root, sys.executable, "-m", "marsseg.restore", check=check, env=env_for(root))
+    return run(root, sys.executable, "-m", "marsseg.restore", check=check, env=pipeline_env(root))
 
 
 @pytest.fixture(scope="module")
-def gpu_box(tmp_path_factory) -> Path:
+def gpu_box(pipeline_baseline, tmp_path_factory) -> Path:
     """Clone A: the pipeline run once, dvc.lock committed, outputs and run-cache pushed to a local remote."""
     base = tmp_path_factory.mktemp("restore")
-    root = copy_project(base / "a", TINY_PARAMS)
+    root = copy_pipeline(pipeline_baseline, base / "a")
     run(root, "dvc", "remote", "add", "-d", "shared", str(base / "remote"))
-    run(root, "dvc", "repro", env=env_for(root))
-    commit(root, "trained on the GPU box")
+    commit_all(root, "trained on the GPU box")
     run(root, "dvc", "push", "--run-cache")
-    assert marker(root).read_text() == "train\n"
+    assert train_marker(root).read_text() == "train\n"
     return root
 
 
@@ -82,11 +63,11 @@ def assert_same_model(restored: Path, original: Path) -> None:
                          ids=["dvc-pull", "dvc-repro-pull", "marsseg-restore"])
 def test_a_laptop_at_the_committed_lock_restores_without_training(gpu_box, command):
     laptop = clone(gpu_box, gpu_box.parent / f"b-{command[-1].replace('.', '-')}")
-    run(laptop, *command, env=env_for(laptop))
-    assert not marker(laptop).exists()
+    run(laptop, *command, env=pipeline_env(laptop))
+    assert not train_marker(laptop).exists()
     assert_same_model(laptop, gpu_box)
-    assert stages_run(run(laptop, "dvc", "repro", env=env_for(laptop)).stdout) == set()
-    assert not marker(laptop).exists()
+    assert stages_run(run(laptop, "dvc", "repro", env=pipeline_env(laptop)).stdout) == set()
+    assert not train_marker(laptop).exists()
 
 
 def lock_with_other_model(root: Path) -> None:
@@ -97,20 +78,20 @@ def lock_with_other_model(root: Path) -> None:
         if out["path"] == str(MODEL):
             out["md5"] = hashlib.md5(b"a model only the laptop ever had").hexdigest()
     path.write_text(yaml.safe_dump(lock, sort_keys=False))
-    commit(root, "lock from another run")
+    commit_all(root, "lock from another run")
 
 
 def test_a_laptop_whose_lock_names_another_model_restores_from_the_run_cache(gpu_box):
     laptop = clone(gpu_box, gpu_box.parent / "c")
     lock_with_other_model(laptop)
     result = restore(laptop)
-    assert not marker(laptop).exists(), result.stdout + result.stderr
+    assert not train_marker(laptop).exists(), result.stdout + result.stderr
     assert "train restored from the run-cache" in result.stdout
     assert_same_model(laptop, gpu_box)
     # The restored lock is the GPU box's again, byte for byte, and nothing is left to run.
     assert (laptop / "dvc.lock").read_text() == (gpu_box / "dvc.lock").read_text()
-    assert stages_run(run(laptop, "dvc", "repro", env=env_for(laptop)).stdout) == set()
-    assert not marker(laptop).exists()
+    assert stages_run(run(laptop, "dvc", "repro", env=pipeline_env(laptop)).stdout) == set()
+    assert not train_marker(laptop).exists()
 
 
 def test_restore_says_in_one_line_when_dvc_cannot_restore(gpu_box):
@@ -119,12 +100,12 @@ def test_restore_says_in_one_line_when_dvc_cannot_restore(gpu_box):
     params = yaml.safe_load((laptop / "params.yaml").read_text())
     params["train"]["learning_rate"] = params["train"]["learning_rate"] / 2  # inputs the GPU box never ran
     (laptop / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    commit(laptop, "other params")
+    commit_all(laptop, "other params")
     lock_before = (laptop / "dvc.lock").read_text()
     result = restore(laptop, check=False)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0] == result.stderr.strip().splitlines()[-1]
     assert errors[0].startswith("error: train: ") and "DVC cannot restore it" in errors[0]
-    assert not marker(laptop).exists()
+    assert not train_marker(laptop).exists()
     assert (laptop / "dvc.lock").read_text() == lock_before

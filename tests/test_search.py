@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -21,11 +20,9 @@ from marsseg import search
 from marsseg.config import read_params
 from marsseg.errors import UserError
 
-from conftest import REPO, TINY_PARAMS, copy_project, deep_update, project_env, run
+from conftest import REPO, commit_all, copy_pipeline, copy_project, project_env, run
 
 STORAGE = "sqlite:///optuna.db"
-# 40 synthetic rows, a 1-epoch 4-filter net: a trial is train + evaluate + submit in seconds.
-SEARCH_PARAMS = deep_update(json.loads(json.dumps(TINY_PARAMS)), {"data": {"synthetic": {"n_train": 40, "n_test": 8}}})
 TINY_SPACE = {
     "fixed": {"train.epochs": 1},
     "params": {"train.learning_rate": {"low": 1.0e-4, "high": 1.0e-2, "log": True},
@@ -104,24 +101,16 @@ def test_a_failing_trial_is_recorded_with_its_error_line_and_uses_the_budget(tmp
 
 # ---------------------------------------------------------------- end to end, DVC for real
 
-GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
 pytest_slow = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def search_baseline(tmp_path_factory) -> Path:
-    """The tiny pipeline run once and committed, with the tiny space: trials then rerun train onwards only."""
-    root = copy_project(tmp_path_factory.mktemp("search-base"), SEARCH_PARAMS)
+def search_project(pipeline_baseline: Path, dest: Path) -> Path:
+    """The tiny pipeline, run and committed, with the tiny space: a trial reruns train onwards only, in seconds
+    (1 epoch of a 4-filter net)."""
+    root = copy_pipeline(pipeline_baseline, dest)
     (root / "search/space.yaml").write_text(yaml.safe_dump(TINY_SPACE, sort_keys=False))
-    run(root, "dvc", "repro")
-    run(root, *GIT, "add", "-A")
-    run(root, *GIT, "commit", "-q", "-m", "baseline on tiny params")
+    commit_all(root, "tiny search space")
     return root
-
-
-def clone(baseline: Path, dest: Path) -> Path:
-    shutil.copytree(baseline, dest, symlinks=True)
-    return dest
 
 
 def search_command(*args: str) -> list[str]:
@@ -151,8 +140,8 @@ def tagged_runs(root: Path, study: str) -> dict[str, str]:
 
 
 @pytest_slow
-def test_a_stopped_search_resumes_to_its_budget_of_four_dvc_experiments_and_writes_the_best_preset(search_baseline, tmp_path):
-    root = clone(search_baseline, tmp_path / "repo")
+def test_a_stopped_search_resumes_to_its_budget_of_four_dvc_experiments_and_writes_the_best_preset(pipeline_baseline, tmp_path):
+    root = search_project(pipeline_baseline, tmp_path / "repo")
     process = start_search(root, "--trials", "4", "--jobs", "1", "--study", "resume")
     deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None:
@@ -201,8 +190,8 @@ def test_a_stopped_search_resumes_to_its_budget_of_four_dvc_experiments_and_writ
 
 
 @pytest_slow
-def test_two_search_processes_share_one_study_and_its_budget(search_baseline, tmp_path):
-    root = clone(search_baseline, tmp_path / "repo")
+def test_two_search_processes_share_one_study_and_its_budget(pipeline_baseline, tmp_path):
+    root = search_project(pipeline_baseline, tmp_path / "repo")
     processes = [start_search(root, "--trials", "4", "--jobs", "1", "--study", "shared") for _ in range(2)]
     outputs = [p.communicate(timeout=900)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
