@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,15 +29,13 @@ from marsseg import CLASS_NAMES, SCORED_CLASSES
 from marsseg.params import flatten
 from marsseg.presets import set_param_args
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "ai4mars64x128.npz"
+from ai4mars import DEFAULT_DATA
+from scratch import LIGHT_AUGMENTATION, REPO, read_json, run_logged, scratch_copy
+
 PRESETS = REPO / "presets"
 
 # What every configuration shares (a configuration's own overrides win).
-COMMON = {
-    "augment": {"copies_min": 1, "copies_max": 1, "rare_copies_min": 4, "rare_copies_max": 6},
-    "evaluate": {"tta": True},
-}
+COMMON = {"augment": LIGHT_AUGMENTATION, "evaluate": {"tta": True}}
 
 
 def preset(name: str) -> dict:
@@ -91,43 +86,13 @@ def parse_set(pairs: list[str]) -> dict:
     return nested
 
 
-def scratch_copy(dest: Path) -> Path:
-    """A git repo holding this working tree's files (tracked and untracked, not ignored), no results."""
-    listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                             capture_output=True, text=True, check=True).stdout
-    for name in filter(None, listing.split("\0")):
-        source = REPO / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    for generated in ("dvc.lock", "metrics"):  # the committed ones describe other settings
-        path = dest / generated
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    git = ["git", "-c", "user.name=quality", "-c", "user.email=quality@localhost"]
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "quality benchmark copy"], cwd=dest, check=True)
-    return dest
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def run_config(root: Path, name: str, overrides: dict, params_text: str, log: Path) -> dict:
     (root / "params.yaml").write_text(params_text)  # every run starts from the same file
-    command = ["dvc", "exp", "run", "-n", f"q-{name}", *set_param_args(overrides)]
     started = time.perf_counter()
-    # Stage commands say `python`: this interpreter's environment first on PATH (as `make` does).
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)  # each scratch copy keeps its own store
-    with open(log, "w") as handle:
-        status = subprocess.call(command, cwd=root, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    status, last_line = run_logged(root, ["dvc", "exp", "run", "-n", f"q-{name}", *set_param_args(overrides)], log)
     row = {"config": name, "ok": status == 0, "wall_minutes": (time.perf_counter() - started) / 60}
     if status != 0:
-        lines = [line for line in log.read_text().splitlines() if line.strip()]
-        row["error"] = lines[-1] if lines else f"exit {status}"
+        row["error"] = last_line
         return row
     train = {**read_json(root / "metrics/train.json"), **read_json(root / "logs/train.json")}
     row.update(train_minutes=train.get("training_seconds", float("nan")) / 60, epochs=train.get("epochs_run"),

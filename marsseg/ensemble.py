@@ -224,11 +224,12 @@ def report(members: list[RunRecord], metrics: dict, gain, output: Path, md5: str
     def interval(low, high) -> str:
         return "" if low is None or high is None or math.isnan(low) or math.isnan(high) else f"[{low:.4f}, {high:.4f}]"
 
-    lines = [f"  {'run':<36}{'val mIoU':<8}  95% CI"]
+    width = max([36, *(len(member.name) + 2 for member in members)])
+    lines = [f"  {'run':<{width}}{'val mIoU':<8}  95% CI"]
     for member in members:
-        lines.append(f"  {member.name:<36}{member.val_miou:.4f}    "
+        lines.append(f"  {member.name:<{width}}{member.val_miou:.4f}    "
                      f"{interval(member.metrics.get('val_miou_ci_low'), member.metrics.get('val_miou_ci_high'))}")
-    lines.append(f"  {'ensemble of ' + str(len(members)):<36}{metrics['val_miou']:.4f}    "
+    lines.append(f"  {'ensemble of ' + str(len(members)):<{width}}{metrics['val_miou']:.4f}    "
                  f"{interval(metrics.get('val_miou_ci_low'), metrics.get('val_miou_ci_high'))}")
     if gain is not None:
         verdict = "not distinguishable at 95%" if gain[1] <= 0 <= gain[2] else "distinguishable at 95%"
