@@ -1,9 +1,15 @@
 """Where training runs: deterministic ops, and the distribution strategy over replicas."""
 from __future__ import annotations
 
+import json
 import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 from marsseg.errors import UserError
+
+_multiworker = None  # TF allows one MultiWorkerMirroredStrategy per process
 
 
 def configure_determinism(seed: int) -> None:
@@ -19,10 +25,55 @@ def distribution_strategy(name: str):
     """``default`` (one device), ``mirrored`` (all local devices) or ``multiworker`` (TF_CONFIG's cluster)."""
     import tensorflow as tf
 
+    global _multiworker
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
-        if "TF_CONFIG" not in os.environ:
-            raise UserError("train.strategy 'multiworker' needs the TF_CONFIG environment variable describing the cluster")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if _multiworker is None:
+            cluster_task()  # one clear line for a missing or malformed TF_CONFIG
+            _multiworker = tf.distribute.MultiWorkerMirroredStrategy()
+        return _multiworker
     return tf.distribute.get_strategy()
+
+
+@dataclass(frozen=True)
+class Worker:
+    """This process's place in a TF_CONFIG cluster."""
+
+    index: int
+    workers: int
+    is_chief: bool
+
+    @property
+    def scratch(self) -> Path:
+        """Where a non-chief worker writes what the chief writes into the project: its own copy of the
+        model and history (kept until its next run, to check that the workers agree), never DVC outputs."""
+        return Path(tempfile.gettempdir()) / f"marsseg-train-worker{self.index}"
+
+
+def cluster_task() -> Worker:
+    """TF_CONFIG -> this worker. The chief writes the outputs: the ``chief`` task if the cluster names one,
+    else worker 0 (TensorFlow's convention)."""
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise UserError("train.strategy 'multiworker' needs the TF_CONFIG environment variable describing the cluster")
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        kind, index = task["type"], int(task["index"])
+        workers = sum(len(cluster.get(name, [])) for name in ("chief", "worker"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"TF_CONFIG: expected {{\"cluster\": {{\"worker\": [host:port, ...]}}, \"task\": "
+                        f"{{\"type\": \"worker\", \"index\": i}}}} ({exc!r})") from None
+    chief = kind == "chief" or (kind == "worker" and index == 0 and not cluster.get("chief"))
+    return Worker(index=index, workers=workers, is_chief=chief)
+
+
+def start_cluster(name: str) -> Worker | None:
+    """For ``multiworker``: create the strategy now — TensorFlow configures its collective ops only before
+    it runs anything — and return this worker; None for the single-process strategies."""
+    if name != "multiworker":
+        return None
+    worker = cluster_task()
+    distribution_strategy(name)
+    return worker
