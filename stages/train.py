@@ -56,6 +56,8 @@ def main() -> None:
         if chief:
             tracking.tag_model(tracker, layout.model)
     checkpoint.clear()
+    if worker:
+        strategy.wait_for_all_workers()
     where = layout.model if chief else f"{models / 'model.keras'} (worker {worker.index}, not the chief: no outputs)"
     print(f"train: best val mIoU {result.best_val_miou:.4f} at epoch {result.best_epoch} "
           f"of {result.epochs_run} ({result.seconds:.0f} s, {policy}) -> {where}")

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TRAIN_SCRIPT, project_env, set_params, train_workdir
-
-pytestmark = pytest.mark.slow
+from marsseg.config import read_params, validate_group
+from marsseg.errors import UserError
+from marsseg.train.distributed import check_batches, validation_logs
+from marsseg.train.strategy import cluster_task
 
 # One worker: the project's strategy (created first: TF configures collectives at program startup), the
 # project's model, three SGD steps on this worker's shard of 16 random images; weights saved to argv[1].
@@ -92,6 +94,7 @@ def finish_all(processes: list[subprocess.Popen], timeout: int = 600) -> list[st
     return outputs
 
 
+@pytest.mark.slow
 def test_two_workers_train_the_project_model_to_identical_weights(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -109,6 +112,7 @@ def test_two_workers_train_the_project_model_to_identical_weights(tmp_path):
         np.testing.assert_array_equal(first[name], second[name])
 
 
+@pytest.mark.slow
 def test_two_train_stages_form_one_multiworker_run(tmp_path):
     ports = free_ports(2)
     processes = []
@@ -136,3 +140,55 @@ def test_two_train_stages_form_one_multiworker_run(tmp_path):
                for path in (chief / "models/model.keras", other_model)]
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
+
+
+# --- what the multiworker loop refuses, in one line naming the param --------------------------------
+
+def multiworker_train(**overrides):
+    return validate_group("train", {**read_params(REPO / "params.yaml")["train"], "strategy": "multiworker", **overrides})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"ema": True}, "train.ema"),
+    ({"precision": "float16"}, "train.precision"),
+])
+def test_unsupported_multiworker_combinations_are_refused(change, message):
+    with pytest.raises(UserError, match=message) as caught:
+        multiworker_train(**change)
+    assert "\n" not in str(caught.value)
+    multiworker_train(precision="bfloat16")  # the rest is supported
+
+
+@pytest.mark.parametrize("batch_size, n_train, message", [(1, 100, "at least the 2 replicas"), (64, 50, "exceeds")])
+def test_batches_that_leave_a_replica_idle_are_refused(batch_size, n_train, message):
+    with pytest.raises(UserError, match=f"train.batch_size.*{message}"):
+        check_batches(batch_size, n_train, replicas=2)
+    assert check_batches(8, 20, replicas=2) == 2  # whole global batches only
+
+
+def test_tf_config_names_the_chief(monkeypatch):
+    cluster = {"worker": ["a:1", "b:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    assert (cluster_task().index, cluster_task().workers, cluster_task().is_chief) == (1, 2, False)
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    assert cluster_task().is_chief
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {**cluster, "chief": ["c:3"]}, "task": {"type": "worker", "index": 0}}))
+    assert not cluster_task().is_chief and cluster_task().workers == 3
+    for bad in ("", "{not json", json.dumps({"cluster": cluster})):
+        monkeypatch.setenv("TF_CONFIG", bad)
+        with pytest.raises(UserError, match="TF_CONFIG"):
+            cluster_task()
+
+
+def test_validation_miou_is_the_keras_metric_of_the_single_process_fit():
+    from marsseg.metrics import confusion_matrix
+    from marsseg.train.loop import iou_metrics
+
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 5, (4, 8, 16))
+    logits = rng.normal(size=(4, 8, 16, 5)).astype("float32")
+    logs = validation_logs(confusion_matrix(truth, logits.argmax(-1)), iou_metrics())
+    assert set(logs) == {"val_miou", "val_iou_soil", "val_iou_bedrock", "val_iou_sand", "val_iou_big_rock"}
+    for metric in iou_metrics():
+        metric.update_state(truth, logits)
+        assert logs[f"val_{metric.name}"] == pytest.approx(float(metric.result()), abs=1e-6)

@@ -21,9 +21,8 @@ import time
 
 import numpy as np
 
-from marsseg import CLASS_NAMES, NUM_CLASSES, SCORED_CLASSES, metrics
+from marsseg import NUM_CLASSES
 from marsseg.errors import UserError
-from marsseg.metrics import IGNORED_CLASS
 from marsseg.train import data, schedule
 from marsseg.train.resume import Checkpoint, ResumableState
 from marsseg.train.strategy import distribution_strategy
@@ -47,10 +46,13 @@ def check_batches(batch_size: int, n_train: int, replicas: int) -> int:
     return n_train // batch_size
 
 
-def validation_logs(matrix: np.ndarray) -> dict[str, float]:
-    ious = metrics.per_class_iou(matrix)
-    logs = {"val_miou": metrics.mean_iou(matrix)}
-    logs.update({f"val_iou_{CLASS_NAMES[c]}": float(np.nan_to_num(ious[c])) for c in SCORED_CLASSES})
+def validation_logs(matrix: np.ndarray, iou_metrics: list) -> dict[str, float]:
+    """``val_miou`` and the class IoUs from the all-reduced confusion matrix, by the very metrics
+    (``loop.iou_metrics``) the single-process fit validates with: their confusion matrix is set, not fed."""
+    logs = {}
+    for metric in iou_metrics:
+        metric.total_cm.assign(matrix.astype(metric.total_cm.dtype))
+        logs[f"val_{metric.name}"] = float(metric.result())
     return logs
 
 
@@ -58,7 +60,7 @@ def train(model_builder, loss, train_set, val_set, train, seed: int, checkpoint:
     import keras
     import tensorflow as tf
 
-    from marsseg.train.loop import TrainResult, inference_model, optimizer
+    from marsseg.train.loop import TrainResult, inference_model, iou_metrics, optimizer
 
     started = time.perf_counter()
     strategy = distribution_strategy("multiworker")
@@ -69,9 +71,6 @@ def train(model_builder, loss, train_set, val_set, train, seed: int, checkpoint:
         raise UserError(f"train.precision '{train.precision}' resolves to float16 here, which train.strategy "
                         "'multiworker' does not support (no loss scaling): use float32 or bfloat16")
     best = BestOnly(checkpoint.folder)
-    if checkpoint.load():
-        print(f"train: multiworker runs do not resume; starting again from epoch 1 ({checkpoint.folder})")
-        checkpoint.clear()
 
     with strategy.scope():
         model = model_builder()
@@ -100,7 +99,7 @@ def train(model_builder, loss, train_set, val_set, train, seed: int, checkpoint:
 
     def replica_confusion(images, masks):
         predicted = tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32)
-        labelled = tf.cast(tf.reshape(masks, [-1]) != IGNORED_CLASS, tf.float32)
+        labelled = tf.cast(tf.reshape(masks, [-1]) != 0, tf.float32)  # class 0 is not scored
         # float32 counts are exact per batch (far below 2**24 pixels); batches are summed in int64 below.
         return tf.math.confusion_matrix(tf.reshape(masks, [-1]), tf.reshape(predicted, [-1]),
                                         num_classes=NUM_CLASSES, weights=labelled, dtype=tf.float32)
@@ -113,6 +112,7 @@ def train(model_builder, loss, train_set, val_set, train, seed: int, checkpoint:
     def confusion_step(batch):
         return strategy.reduce("SUM", strategy.run(replica_confusion, args=batch), axis=None)
 
+    validation = iou_metrics()
     stopping = keras.callbacks.EarlyStopping(
         monitor="val_miou", mode="max", patience=train.early_stopping_patience, verbose=1)
     watched = {**schedule.callbacks(train, steps), "stopping": stopping}
@@ -129,7 +129,7 @@ def train(model_builder, loss, train_set, val_set, train, seed: int, checkpoint:
         matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
         for batch in val_batches:
             matrix += confusion_step(batch).numpy().astype(np.int64)
-        logs = {"loss": total / steps, **validation_logs(matrix)}
+        logs = {"loss": total / steps, **validation_logs(matrix, validation)}
         print(f"epoch {epoch + 1}/{train.epochs}: loss {logs['loss']:.4f}, val_miou {logs['val_miou']:.4f}")
         callbacks.on_epoch_end(epoch, logs)
         if model.stop_training:
