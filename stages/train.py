@@ -32,6 +32,8 @@ def main() -> None:
     policy = precision.use_precision(cfg.train.precision)
     params = cfg.as_dict()
     run_identity = identity.RunIdentity.of(params, data_files=[layout.augmented, layout.val], fold=layout.fold)
+    if worker:
+        strategy.check_same_run(run_identity.key)
     checkpoint = resume.ResumableState(tracking.main_checkout_root() / ".cache" / "train" / run_identity.key
                                        if chief else worker.scratch / "checkpoint")
 

@@ -142,6 +142,21 @@ def test_two_train_stages_form_one_multiworker_run(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+
+@pytest.mark.slow
+def test_workers_with_different_params_refuse_to_train(tmp_path):
+    ports = free_ports(2)
+    processes = []
+    for index in range(2):
+        root = train_workdir(tmp_path / f"worker{index}", epochs=1, n_train=16)
+        set_params(root, {"train": {"strategy": "multiworker", "batch_size": 8, "learning_rate": 0.01 * (index + 1)}})
+        processes.append(subprocess.Popen([sys.executable, str(TRAIN_SCRIPT)], cwd=root, env=cluster_env(ports, index),
+                                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    for process, output in zip(processes, finish_all(processes, timeout=300)):
+        assert process.returncode == 2, output[-3000:]
+        assert "error: train.strategy 'multiworker': the workers' params, data or code differ" in output, output[-3000:]
+    assert not (tmp_path / "worker0/models").exists()
+
 # --- what the multiworker loop refuses, in one line naming the param --------------------------------
 
 def multiworker_train(**overrides):

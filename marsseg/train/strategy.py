@@ -79,18 +79,35 @@ def start_cluster(name: str) -> Worker | None:
     return worker
 
 
-def wait_for_all_workers() -> None:
-    """The workers meet here before they exit: one that exits while its peers still write their outputs
-    is reported to them as a crashed task."""
+def _all_reduce_sum(values: list[float]):
+    """The sum over all replicas of all workers of ``values`` (each replica adds this worker's)."""
     import tensorflow as tf
 
     cluster = distribution_strategy("multiworker")
 
-    def one():
-        return tf.constant(1.0)
+    def mine():
+        return tf.constant(values, tf.float32)
 
     @tf.function(autograph=False)
-    def meet():
-        return cluster.reduce("SUM", cluster.run(one), axis=None)
+    def summed():
+        return cluster.reduce("SUM", cluster.run(mine), axis=None)
 
-    meet()
+    return summed().numpy()
+
+
+def check_same_run(key: str) -> None:
+    """All workers must train the same model on the same data; one whose params, data or code differ
+    would wait forever for a step its peers never take, or silently train something else."""
+    # Two 12-bit pieces of the run's hash: their sums stay exact in float32 for up to 4096 replicas.
+    mine = [float(int(key[:3], 16)), float(int(key[3:6], 16))]
+    *sums, replicas = _all_reduce_sum([*mine, 1.0])
+    spread = _all_reduce_sum([abs(value - total / replicas) for value, total in zip(mine, sums)])
+    if spread.any():
+        raise UserError("train.strategy 'multiworker': the workers' params, data or code differ (run identity "
+                        f"{key} here); give every machine the same commit, params.yaml and data")
+
+
+def wait_for_all_workers() -> None:
+    """The workers meet here before they exit: one that exits while its peers still write their outputs
+    is reported to them as a crashed task."""
+    _all_reduce_sum([1.0])
