@@ -333,6 +333,12 @@ class TrainConfig(Group):
             raise ValueError(f"train.warmup_epochs ({self.warmup_epochs}) must be below train.epochs ({self.epochs})")
         if self.schedule == "onecycle" and self.warmup_epochs < 1:
             raise ValueError("train.schedule 'onecycle' rises over train.warmup_epochs: set it to at least 1")
+        # What the explicit multiworker loop (marsseg/train/distributed.py) does not implement.
+        if self.strategy == "multiworker" and self.ema:
+            raise ValueError("train.ema is not supported with train.strategy 'multiworker': set it to false")
+        if self.strategy == "multiworker" and self.precision == "float16":
+            raise ValueError("train.precision 'float16' is not supported with train.strategy 'multiworker' "
+                             "(no loss scaling): use float32 or bfloat16")
         return self
 
 

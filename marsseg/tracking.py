@@ -93,6 +93,13 @@ class Tracker:
             mlflow.set_tracking_uri(self.uri)
             self._mlflow = mlflow
 
+    @classmethod
+    def off(cls) -> "Tracker":
+        """A tracker that logs nothing and contacts no store (a multiworker run's non-chief workers)."""
+        tracker = cls.__new__(cls)
+        tracker.uri, tracker.experiment, tracker.required, tracker.enabled = None, None, False, False
+        return tracker
+
     @contextmanager
     def start(self, run_name: str | None = None, run_id: str | None = None, tags: dict | None = None):
         if not self.enabled:

@@ -19,15 +19,23 @@ def main() -> None:
     layout = fold_layout(__doc__.splitlines()[0])
     # Everything the user can get wrong is checked before a single epoch runs.
     cfg = load_config()
+    # Before any other TensorFlow call: a multiworker strategy configures the collective ops at start-up.
+    worker = strategy.start_cluster(cfg.train.strategy)
+    chief = worker is None or worker.is_chief
     loss = build_loss(cfg.loss)
-    tracker = tracking.Tracker(cfg.mlflow)
+    # Only the chief writes the outputs and the MLflow run; the other workers keep a copy in a scratch folder.
+    tracker = tracking.Tracker(cfg.mlflow) if chief else tracking.Tracker.off()
+    models = layout.models if chief else worker.scratch / "models"
     train_set, val_set = load_labelled(layout.augmented), load_labelled(layout.val)
 
     strategy.configure_determinism(cfg.seed)
     policy = precision.use_precision(cfg.train.precision)
     params = cfg.as_dict()
     run_identity = identity.RunIdentity.of(params, data_files=[layout.augmented, layout.val], fold=layout.fold)
-    checkpoint = resume.ResumableState(tracking.main_checkout_root() / ".cache" / "train" / run_identity.key)
+    if worker:
+        strategy.check_same_run(run_identity.key)
+    checkpoint = resume.ResumableState(tracking.main_checkout_root() / ".cache" / "train" / run_identity.key
+                                       if chief else worker.scratch / "checkpoint")
 
     with tracker.start(run_id=checkpoint.run_id(), run_name=run_identity.run_name(params),
                        tags=run_identity.tags(params)) as run:
@@ -44,13 +52,17 @@ def main() -> None:
             checkpoint=checkpoint,
             on_epoch=report.epoch_logger(tracker),
         )
-        summary = report.write_train_outputs(result, layout.models, policy, on_gpu=precision.on_gpu(),
-                                             metrics_name=layout.metrics_name("train"))
-        report.log_train_run(tracker, result, summary, layout.models)
-        tracking.tag_model(tracker, layout.model)
+        summary = report.write_train_outputs(result, models, policy, on_gpu=precision.on_gpu(),
+                                             metrics_name=layout.metrics_name("train") if chief else None)
+        report.log_train_run(tracker, result, summary, models)
+        if chief:
+            tracking.tag_model(tracker, layout.model)
     checkpoint.clear()
+    if worker:
+        strategy.wait_for_all_workers()
+    where = layout.model if chief else f"{models / 'model.keras'} (worker {worker.index}, not the chief: no outputs)"
     print(f"train: best val mIoU {result.best_val_miou:.4f} at epoch {result.best_epoch} "
-          f"of {result.epochs_run} ({result.seconds:.0f} s, {policy}) -> {layout.model}")
+          f"of {result.epochs_run} ({result.seconds:.0f} s, {policy}) -> {where}")
 
 
 if __name__ == "__main__":

@@ -16,15 +16,17 @@ def _pair(images, masks):
     return tf.expand_dims(images, -1), tf.cast(masks, tf.int32)
 
 
-def train_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int):
-    """Shuffled batches for epochs ``first_epoch..epochs-1``, gathered from in-memory tensors."""
+def train_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, seed: int, first_epoch: int, epochs: int,
+                  drop_remainder: bool = False):
+    """Shuffled batches for epochs ``first_epoch..epochs-1``, gathered from in-memory tensors;
+    ``drop_remainder``: without each epoch's last partial batch."""
     import tensorflow as tf
 
     images_t, masks_t = tf.constant(images), tf.constant(masks)
     orders = epoch_orders(len(images), seed, first_epoch, epochs).astype(np.int32)
     return (
         tf.data.Dataset.from_tensor_slices(orders)
-        .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+        .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder))
         .map(lambda rows: _pair(tf.gather(images_t, rows), tf.gather(masks_t, rows)),
              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)

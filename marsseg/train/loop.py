@@ -58,6 +58,10 @@ def train(model_builder, loss, train_set, val_set, train, seed: int, checkpoint:
     if it holds a run."""
     import keras
 
+    if train.strategy == "multiworker":  # model.fit cannot run under it: an explicit distributed loop
+        from marsseg.train import distributed
+
+        return distributed.train(model_builder, loss, train_set, val_set, train, seed, checkpoint, on_epoch)
     started = time.perf_counter()
     strategy = distribution_strategy(train.strategy)
     print(f"train: strategy '{train.strategy}' over {strategy.num_replicas_in_sync} replica(s)")

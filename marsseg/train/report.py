@@ -28,7 +28,9 @@ def model_summary(model) -> str:
 
 
 def write_train_outputs(result: TrainResult, model_dir: Path, policy: str, on_gpu: bool,
-                        metrics_name: str = "train") -> dict:
+                        metrics_name: str | None = "train") -> dict:
+    """The model and its history into ``model_dir``; the summary into metrics/ and logs/ unless
+    ``metrics_name`` is None (a multiworker run's non-chief worker, which writes no pipeline output)."""
     io.save_model(result.model, model_dir / "model.keras")
     history = pd.DataFrame(result.history)
     io.write_csv(model_dir / "history.csv", history, float_format="%.6g")
@@ -44,7 +46,8 @@ def write_train_outputs(result: TrainResult, model_dir: Path, policy: str, on_gp
         "gpu": on_gpu,
         "precision": policy,  # what train.precision resolved to on this machine
     }
-    write_metrics(metrics_name, summary)  # seconds and resume point -> logs/train.json
+    if metrics_name is not None:
+        write_metrics(metrics_name, summary)  # seconds and resume point -> logs/train.json
     return summary
 
 
