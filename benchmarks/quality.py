@@ -27,7 +27,7 @@ import yaml
 
 from marsseg import CLASS_NAMES, SCORED_CLASSES
 from marsseg.params import flatten
-from marsseg.presets import set_param_args
+from marsseg.presets import merged, set_param_args
 
 from ai4mars import DEFAULT_DATA
 from scratch import LIGHT_AUGMENTATION, REPO, read_json, run_logged, scratch_copy
@@ -63,14 +63,6 @@ CONFIGS: dict[str, tuple] = {
     "width16": (lambda: {"model": {"base_filters": 16}}, "twice the filters"),
     "depth4": (lambda: {"model": {"depth": 4, "dropout": [0.0, 0.0, 0.0, 0.1]}}, "one pooling more"),
 }
-
-
-def deep_merge(base: dict, overrides: dict) -> dict:
-    result = dict(base)
-    for key, value in overrides.items():
-        result[key] = deep_merge(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) \
-            else value
-    return result
 
 
 def parse_set(pairs: list[str]) -> dict:
@@ -154,14 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     scratch = (args.scratch or Path(tempfile.mkdtemp(prefix="marsseg-quality-"))).resolve()
     root = scratch_copy(scratch / "repo")
     params_text = (root / "params.yaml").read_text()
-    common = deep_merge(COMMON, {"data": {"source": "npz", "path": str(args.data.resolve()), "limit": args.limit}})
+    common = merged(COMMON, {"data": {"source": "npz", "path": str(args.data.resolve()), "limit": args.limit}})
     last = {"train": {"epochs": args.epochs}} if args.epochs else {}
-    last = deep_merge(last, parse_set(args.set))
+    last = merged(last, parse_set(args.set))
     print(f"quality: {len(args.configs)} configuration(s) in {root}; data {args.data} (limit {args.limit or 'all'})")
 
     rows, used = [], {}
     for name in args.configs:
-        overrides = deep_merge(deep_merge(common, CONFIGS[name][0]()), last)
+        overrides = merged(merged(common, CONFIGS[name][0]()), last)
         used[name] = flatten(overrides)
         row = run_config(root, name, overrides, params_text, scratch / f"{name}.log")
         rows.append(row)

@@ -1,9 +1,9 @@
 """Train-stage throughput against a bare ``model.fit`` on in-memory arrays, and against the machine's peak.
 
-    .venv/bin/python benchmarks/train.py [--images 512] [--batch 32] [--rounds 2] [--no-bf16]
+    .venv/bin/python benchmarks/train.py [--preset cpu-best] [--images 512] [--batch 32] [--rounds 2] [--no-bf16]
 
-Same model (params.yaml's ``model``), loss, optimiser, metrics and batch size in both; each measured
-over one full epoch after a warm-up epoch, alternating the two ``--rounds`` times (best kept) so a noisy
+Same model and loss (params.yaml's, or ``--preset``'s laid over them), optimiser, metrics and batch size
+in both; each measured over one full epoch after a warm-up epoch, alternating the two ``--rounds`` times (best kept) so a noisy
 neighbour hits both alike. Achieved GFLOP/s counts 3x the forward FLOPs per image (forward + backward),
 compared with a measured float32 matmul (sgemm) peak in the same process.
 
@@ -20,10 +20,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from marsseg.config import load_config
+from marsseg.config import load_config, read_params, validate
 from marsseg.losses import build_loss
 from marsseg.models import build_model
 from marsseg.models.flops import forward_gflops_per_image
+from marsseg.presets import load_preset, merged
 from marsseg.synthetic import generate
 from marsseg.train import precision
 from marsseg.train.data import steps_per_epoch, train_dataset
@@ -79,6 +80,7 @@ def sgemm_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", help="measure presets/<name>.yaml's model and loss (e.g. cpu-best)")
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
@@ -86,7 +88,7 @@ def main() -> None:
     parser.add_argument("--force-bf16", action="store_true", help="run the bf16 row even where it is emulated")
     args = parser.parse_args()
 
-    cfg = load_config()
+    cfg = validate(merged(read_params(), load_preset(args.preset))) if args.preset else load_config()
     keras.utils.set_random_seed(cfg.seed)
     data = generate(n_train=args.images, n_test=1, outlier_fraction=0.0, seed=0)
     images, masks = data.train_images, data.train_masks
@@ -111,7 +113,7 @@ def main() -> None:
     gflops = forward_gflops_per_image(compiled_model(cfg))
 
     model = cfg.model
-    print(f"model {model.arch} depth {model.depth} base {model.base_filters} norm {model.norm}; "
+    print(f"{'preset ' + args.preset + ': ' if args.preset else ''}model {model.arch} depth {model.depth} base {model.base_filters} norm {model.norm}, loss {cfg.loss.name}; "
           f"{args.images} images, batch {args.batch}; "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads; "
           f"forward {gflops:.3f} GFLOP/image; float32 sgemm peak {peak:.1f} GFLOP/s")
