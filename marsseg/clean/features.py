@@ -3,7 +3,7 @@
 Whole-frame groups describe the picture as a whole (thumbnail, intensity, histogram, gradient energy,
 local variance, structure, spectrum) and the ground (its lower half, where every terrain view is
 textured). Partial-frame groups (``marsseg.clean.tiles``) notice a region that is not terrain: the
-straight border of a pasted picture (``edge_lines``) and the frame's most atypical tiles
+straight border of a pasted picture, in grey levels and in texture energy (``edge_lines``) and the frame's most atypical tiles
 (``tile_texture``, ``tile_shapes``). Each group is standardised to the same total weight by
 ``standardise`` (the partial-frame groups to a little more).
 """
@@ -18,7 +18,7 @@ from scipy import ndimage as ndi
 
 from marsseg import IMAGE_SHAPE
 from marsseg.clean.fallback import announce
-from marsseg.clean.tiles import atypical_tiles, edge_lines, tile_statistics
+from marsseg.clean.tiles import atypical_tiles, edge_lines, texture_lines, tile_statistics
 
 FEATURE_CHUNK = 1024  # images per feature batch: bounds memory, does not change the result
 THUMBNAIL_BLOCK = (8, 8)  # 64x128 -> 8x16 thumbnail
@@ -149,8 +149,9 @@ def _chunk_features(images: np.ndarray, workers: int) -> dict[str, np.ndarray]:
         "spectrum": np.log(bands + 1e-6),
         # The ground only: flat sky in a terrain view must not look like a painted wall.
         "ground_flatness": _flatness(images[:, STRUCTURE_ROWS:, :]),
-        # Where a picture fills part of the frame: the straight border of a pasted region.
-        "edge_lines": edge_lines(images),
+        # Where a picture fills part of the frame: the straight border of a pasted region, as a step
+        # in grey level or, where the paste matches the terrain's brightness, in texture.
+        "edge_lines": np.column_stack([edge_lines(images), texture_lines(images)]),
         TILE_STATISTICS: tile_statistics(images),
     }
 

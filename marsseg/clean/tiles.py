@@ -115,3 +115,22 @@ def edge_lines(images: np.ndarray) -> np.ndarray:
         top = -np.sort(-ratio, axis=1)
         columns += [top[:, 0], top[:, 1]]
     return np.column_stack(columns)
+
+
+TEXTURE_WINDOW = 3  # pixels: gradient sizes are averaged over this square before their borders are traced
+
+
+def texture_lines(images: np.ndarray) -> np.ndarray:
+    """(n, 4): ``edge_lines`` of the frame's texture-energy map (log of the local mean gradient size).
+
+    A pasted picture whose brightness matches the terrain around it leaves no step in grey level, but
+    its texture (finer, coarser, smoother, striped) changes along the same straight border."""
+    x = images.astype(np.float32)
+    grad = np.zeros_like(x)
+    grad[:, :, :-1] += np.abs(np.diff(x, axis=2))
+    grad[:, :-1, :] += np.abs(np.diff(x, axis=1))
+    energy = np.log1p(ndi.uniform_filter(grad, size=(1, TEXTURE_WINDOW, TEXTURE_WINDOW)))
+    return edge_lines(energy * LOG_ENERGY_SCALE)
+
+
+LOG_ENERGY_SCALE = 32.0  # edge_lines adds 1 before its log ratio, as for grey levels: put the log-energy steps on that scale
