@@ -11,6 +11,9 @@ A tile is compared with the tiles at the same place in every frame of the data s
 top of terrain views, rover hardware in the bottom corners): a robust z-score per statistic, signed
 so that large means "less like terrain". A frame is described, per statistic, by the mean z of its
 4 and of its 8 most atypical tiles (a paste over 30-60% of a frame covers about 10 to 19 tiles).
+
+The paste's border is looked for too (``edge_lines``): a straight line of grey-level steps, or of
+texture-energy steps where the paste matches its terrain's brightness (``texture_lines``).
 """
 from __future__ import annotations
 
@@ -118,6 +121,8 @@ def edge_lines(images: np.ndarray) -> np.ndarray:
 
 
 TEXTURE_WINDOW = 3  # pixels: gradient sizes are averaged over this square before their borders are traced
+# edge_lines adds 1 before its log ratio, which suits grey levels: log-energy steps are put on that scale
+LOG_ENERGY_SCALE = 32.0
 
 
 def texture_lines(images: np.ndarray) -> np.ndarray:
@@ -132,5 +137,3 @@ def texture_lines(images: np.ndarray) -> np.ndarray:
     energy = np.log1p(ndi.uniform_filter(grad, size=(1, TEXTURE_WINDOW, TEXTURE_WINDOW)))
     return edge_lines(energy * LOG_ENERGY_SCALE)
 
-
-LOG_ENERGY_SCALE = 32.0  # edge_lines adds 1 before its log ratio, as for grey levels: put the log-energy steps on that scale
