@@ -5,8 +5,9 @@
 Three sets of outlier styles (``marsseg.synthetic``):
 
 ``default``   the pipeline's own data (shapes, checkerboards, text, indoor blocks, one shared two-class mask);
-``tuning``    those four styles whole and pasted over 30-60% of a terrain frame: what the rules and
-              features were developed on;
+``tuning``    those four styles and ``EXTRA_TUNING_STYLES`` (still lifes, stripes, clouds, mosaics),
+              whole and pasted over 30-60% of a terrain frame: what the rules and features were
+              developed on;
 ``held-out``  ``HELD_OUT_STYLES`` (pages, grids, portraits, rooms, product shots, each whole and
               pasted), never looked at while developing: the figures that say how the rules fare
               on pictures they have not seen. Bar: precision and recall >= 0.95 with the embedding

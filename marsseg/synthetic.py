@@ -791,15 +791,77 @@ def _product(rng: np.random.Generator, n: int) -> np.ndarray:
     return pictures
 
 
+# --------------------------------------------------------------------------- extra tuning styles
+# Added to develop the partial-frame features on more than the four default styles; deliberately
+# unlike the held-out ones (no text, no regular cells, no faces, no rooms, no single product).
+
+
+def _objects(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A still life: a few shaded balls and eggs with soft shadows on a smooth table and wall."""
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    pictures = np.empty((n, H, W), np.float32)
+    for i in range(n):
+        edge = rng.uniform(20, 45)
+        picture = np.where(ys < edge, rng.uniform(0.4, 0.9), rng.uniform(0.2, 0.7)) + 0.1 * (xs / W - 0.5)
+        for _ in range(rng.integers(2, 6)):
+            cx, cy = rng.uniform(0, W), rng.uniform(edge, H)
+            ry = rng.uniform(5, 16)
+            rx = ry * rng.uniform(0.7, 1.4)
+            u, v = (xs - cx) / rx, (ys - cy + ry) / ry
+            inside = u**2 + v**2 < 1
+            shadow = ((xs - cx - ry * 0.8) / (rx * 1.3)) ** 2 + ((ys - cy) / (ry * 0.3)) ** 2 < 1
+            picture = np.where(shadow, picture * 0.6, picture)
+            light = np.clip(0.5 - 0.5 * u - 0.5 * v + np.sqrt(np.clip(1 - u**2 - v**2, 0, 1)), 0.1, 1.5)
+            picture = np.where(inside, rng.uniform(0.2, 0.8) * light, picture)
+        pictures[i] = ndi.gaussian_filter(picture, rng.uniform(0.5, 1.5))
+    return pictures
+
+
+def _stripes(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Fabric or corrugated sheet: sinusoidal stripes at an angle, gently bent, with fine weave noise."""
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    angle = _per_picture(rng, n, 0, np.pi)
+    period = _per_picture(rng, n, 4, 16)
+    bend = _per_picture(rng, n, 0, 6) * np.sin(ys[None] / _per_picture(rng, n, 10, 40))
+    phase = (xs * np.cos(angle) + ys * np.sin(angle) + bend) * 2 * np.pi / period
+    contrast = _per_picture(rng, n, 0.1, 0.4)
+    weave = 0.03 * _white(rng, n, (H, W))
+    return _per_picture(rng, n, 0.3, 0.7) + contrast * np.sin(phase) + weave
+
+
+def _clouds(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A cloudy sky or a smoke-filled frame: smooth noise over a brightness ramp, no ground at all."""
+    field = _smooth_noise(rng, n, (rng.uniform(4, 12, n),), (H, W))
+    return _gradient_background(rng, n) + _per_picture(rng, n, 0.05, 0.2) * field
+
+
+def _mosaic(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Stained glass or a tiled wall of irregular cells: flat-toned Voronoi patches with dark leads."""
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    pictures = np.empty((n, H, W), np.float32)
+    for i in range(n):
+        k = rng.integers(6, 30)
+        cy, cx = rng.uniform(0, H, k), rng.uniform(0, W, k)
+        d = (ys[..., None] - cy) ** 2 + (xs[..., None] - cx) ** 2
+        order = np.sort(d, axis=2)
+        cell = np.argmin(d, axis=2)
+        picture = rng.uniform(0.1, 0.95, k)[cell]
+        lead = np.sqrt(order[..., 1]) - np.sqrt(order[..., 0]) < rng.uniform(0.8, 2.0)
+        pictures[i] = np.where(lead, rng.uniform(0.0, 0.15), picture)
+    return pictures
+
+
 OUTLIER_STYLES = {
     "shapes": _shapes, "checkerboard": _checkerboard, "text": _text, "indoor": _indoor,
     "page": _page, "grid": _grid, "portrait": _portrait, "room": _room, "product": _product,
+    "objects": _objects, "stripes": _stripes, "clouds": _clouds, "mosaic": _mosaic,
 }
 PASTE = "paste_"  # prefix: that style pasted over PASTE_AREA of a terrain frame
 PASTE_AREA = (0.3, 0.6)
 DEFAULT_STYLES = tuple(kind.__name__[1:] for kind in _OUTLIER_KINDS)  # what the default data set holds
 # What the clean rules were developed on; HELD_OUT_STYLES were kept out of every tuning run.
-TUNING_STYLES = DEFAULT_STYLES + tuple(PASTE + style for style in DEFAULT_STYLES)
+EXTRA_TUNING_STYLES = ("objects", "stripes", "clouds", "mosaic")
+TUNING_STYLES = tuple(style for name in DEFAULT_STYLES + EXTRA_TUNING_STYLES for style in (name, PASTE + name))
 HELD_OUT_STYLES = ("page", "grid", "portrait", "room", "product",
                    "paste_page", "paste_grid", "paste_portrait", "paste_room", "paste_product")
 

@@ -14,8 +14,8 @@ from sklearn.preprocessing import StandardScaler
 
 from marsseg import IMAGE_SHAPE, NUM_CLASSES
 from marsseg.errors import UserError
-from marsseg.synthetic import (DEFAULT_STYLES, HELD_OUT_STYLES, OUTLIER_STYLES, PASTE, PASTE_AREA, TUNING_STYLES,
-                                SyntheticData, generate)
+from marsseg.synthetic import (DEFAULT_STYLES, EXTRA_TUNING_STYLES, HELD_OUT_STYLES, OUTLIER_STYLES, PASTE,
+                                PASTE_AREA, TUNING_STYLES, SyntheticData, generate)
 
 N_TRAIN, N_TEST, FRACTION, SEED = 300, 40, 0.05, 11
 
@@ -230,6 +230,18 @@ def test_style_sets_are_disjoint_and_known():
     known = set(OUTLIER_STYLES) | {PASTE + style for style in OUTLIER_STYLES}
     assert set(TUNING_STYLES) | set(HELD_OUT_STYLES) <= known
     assert set(DEFAULT_STYLES) < set(TUNING_STYLES)
+
+
+@pytest.mark.parametrize("style", EXTRA_TUNING_STYLES)
+def test_extra_tuning_styles_draw_textured_pictures_the_same_way_every_time(style):
+    assert style in TUNING_STYLES and PASTE + style in TUNING_STYLES
+    first, again = (generate(60, 1, 0.2, 7, outlier_styles=[style]) for _ in range(2))
+    terrain = generate(60, 1, 0.0, 7).train_images
+    rows = first.outlier_rows
+    assert np.array_equal(first.train_images, again.train_images)
+    pictures = first.train_images[rows].astype(np.float32)
+    assert (pictures != terrain[rows]).mean() > 0.8  # whole frames replaced
+    assert pictures.std(axis=(1, 2)).min() > 3  # not a flat frame the degenerate rule would catch
 
 
 @pytest.fixture(scope="module")

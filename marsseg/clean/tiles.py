@@ -11,6 +11,9 @@ A tile is compared with the tiles at the same place in every frame of the data s
 top of terrain views, rover hardware in the bottom corners): a robust z-score per statistic, signed
 so that large means "less like terrain". A frame is described, per statistic, by the mean z of its
 4 and of its 8 most atypical tiles (a paste over 30-60% of a frame covers about 10 to 19 tiles).
+
+The paste's border is looked for too (``edge_lines``): a straight line of grey-level steps, or of
+texture-energy steps where the paste matches its terrain's brightness (``texture_lines``).
 """
 from __future__ import annotations
 
@@ -115,3 +118,22 @@ def edge_lines(images: np.ndarray) -> np.ndarray:
         top = -np.sort(-ratio, axis=1)
         columns += [top[:, 0], top[:, 1]]
     return np.column_stack(columns)
+
+
+TEXTURE_WINDOW = 3  # pixels: gradient sizes are averaged over this square before their borders are traced
+# edge_lines adds 1 before its log ratio, which suits grey levels: log-energy steps are put on that scale
+LOG_ENERGY_SCALE = 32.0
+
+
+def texture_lines(images: np.ndarray) -> np.ndarray:
+    """(n, 4): ``edge_lines`` of the frame's texture-energy map (log of the local mean gradient size).
+
+    A pasted picture whose brightness matches the terrain around it leaves no step in grey level, but
+    its texture (finer, coarser, smoother, striped) changes along the same straight border."""
+    x = images.astype(np.float32)
+    grad = np.zeros_like(x)
+    grad[:, :, :-1] += np.abs(np.diff(x, axis=2))
+    grad[:, :-1, :] += np.abs(np.diff(x, axis=1))
+    energy = np.log1p(ndi.uniform_filter(grad, size=(1, TEXTURE_WINDOW, TEXTURE_WINDOW)))
+    return edge_lines(energy * LOG_ENERGY_SCALE)
+
