@@ -90,6 +90,14 @@ def mean_iou(matrix: np.ndarray, classes=SCORED_CLASSES) -> float:
     return float(mean_ious(matrix, classes))
 
 
+def background_share(matrix: np.ndarray) -> float:
+    """Share of labelled (truth class 1-4) pixels predicted as class 0: each one is a certain miss, since
+    class 0 is never scored. NaN if there are none."""
+    matrix = np.asarray(matrix)
+    labelled = matrix[1:].sum()
+    return float(matrix[1:, 0].sum() / labelled) if labelled else math.nan
+
+
 def pixel_accuracy(matrix: np.ndarray) -> float:
     """Share of labelled (truth class 1-4) pixels predicted correctly; NaN if there are none."""
     matrix = np.asarray(matrix)

@@ -14,7 +14,7 @@ from marsseg.errors import UserError, stage_main
 from marsseg.evaluation import PER_IMAGE_CONFUSION, write_per_image_confusion, write_reports
 from marsseg.identity import file_md5
 from marsseg.layout import Layout, fold_layout
-from marsseg.metrics import json_ready, per_image_confusion, scores_with_intervals
+from marsseg.metrics import background_share, json_ready, per_image_confusion, scores_with_intervals
 from marsseg.predict import load_model, predict_labels
 from marsseg.reporting import METRICS_DIR, write_metrics
 from marsseg.tracking import add_to_training_run
@@ -36,7 +36,9 @@ def run(cfg, layout: Layout) -> dict:
     # Per image once; the totals and every bootstrap resample are sums of these.
     plain_images = per_image_confusion(val.masks, predictions.plain)
     metrics = {"val_images": len(val), "val_labelled_pixels": int(plain_images[:, 1:].sum()),
-               **scores_with_intervals(plain_images, resamples, seed, "val_"), "bootstrap_resamples": resamples}
+               **scores_with_intervals(plain_images, resamples, seed, "val_"), "bootstrap_resamples": resamples,
+               # A scored pixel predicted as class 0 is always a miss: how much an argmax over 1-4 could gain.
+               "val_labelled_predicted_background": background_share(plain_images.sum(axis=0))}
     tta_images = None
     if predictions.tta is not None:
         tta_images = per_image_confusion(val.masks, predictions.tta)

@@ -147,6 +147,9 @@ def test_evaluate_stage_end_to_end(tmp_path, model_path, images):
     assert metrics["val_miou"] == round(plain.miou, 6) and metrics["tta_val_miou"] == round(tta.miou, 6)
     assert metrics["tta_gain_miou"] == round(tta.miou - plain.miou, 6)
     assert metrics["val_labelled_pixels"] == np.count_nonzero(masks) and metrics["val_images"] == 5
+    labelled = masks != 0
+    assert metrics["val_labelled_predicted_background"] == round(
+        float(np.mean(predictions.plain[labelled] == 0)), 6)
     for prefix in ("val_", "tta_val_"):
         assert {f"{prefix}iou_{c}" for c in ("soil", "bedrock", "sand", "big_rock")} <= set(metrics)
         assert isinstance(metrics[f"{prefix}pixel_accuracy"], float)

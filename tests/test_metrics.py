@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from marsseg import metrics
-from marsseg.metrics import (Scores, bootstrap_intervals, bootstrap_weights, confusion_matrix, json_number, json_ready,
+from marsseg.metrics import (Scores, background_share, bootstrap_intervals, bootstrap_weights, confusion_matrix, json_number, json_ready,
                              mean_iou, mean_ious, paired_miou_difference, per_class_iou, per_image_confusion,
                              per_image_miou, pixel_accuracy, resampled_confusion)
 
@@ -53,6 +53,8 @@ def test_predicting_background_on_labelled_pixels_is_a_miss():
     assert per_class_iou(matrix)[1] == pytest.approx(0.25)
     assert mean_iou(matrix) == pytest.approx(0.25)
     assert pixel_accuracy(matrix) == pytest.approx(0.25)
+    assert background_share(matrix) == pytest.approx(0.75)
+    assert math.isnan(background_share(confusion_matrix(np.zeros(4, np.uint8), pred)))
 
 
 def test_matches_keras_on_hand_cases():
