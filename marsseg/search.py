@@ -520,6 +520,8 @@ class Search:
             if returncode == 0:
                 return output
             if self.stop.is_set():
+                if experiment_ref(name) is not None:  # DVC had stored the finished experiment when the stop came
+                    return output
                 raise Interrupted()
             if not lock_contention(output):
                 raise UserError(error_line(output))
