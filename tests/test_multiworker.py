@@ -36,6 +36,22 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def start_train_stages(tmp_path, epochs: int, train_params) -> list[subprocess.Popen]:
+    """Two train stages (worker0, worker1 under tmp_path) forming one cluster; ``train_params(index)`` gives
+    each worker's train group overrides. A worker's temp folder is tmp_path/tmp<index>."""
+    ports = free_ports(2)
+    processes = []
+    for index in range(2):
+        root = train_workdir(tmp_path / f"worker{index}", epochs=epochs, n_train=16)
+        set_params(root, {"train": {"strategy": "multiworker", "batch_size": 8, **train_params(index)}})
+        scratch = tmp_path / f"tmp{index}"  # where tempfile puts a non-chief worker's copy
+        scratch.mkdir()
+        processes.append(subprocess.Popen([sys.executable, str(TRAIN_SCRIPT)], cwd=root,
+                                          env={**cluster_env(ports, index), "TMPDIR": str(scratch)},
+                                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    return processes
+
+
 def finish_all(processes: list[subprocess.Popen], timeout: int = 600) -> list[str]:
     outputs = []
     try:
@@ -50,16 +66,7 @@ def finish_all(processes: list[subprocess.Popen], timeout: int = 600) -> list[st
 
 @pytest.mark.slow
 def test_two_train_stages_form_one_multiworker_run(tmp_path):
-    ports = free_ports(2)
-    processes = []
-    for index in range(2):
-        root = train_workdir(tmp_path / f"worker{index}", epochs=2, n_train=16)
-        set_params(root, {"train": {"strategy": "multiworker", "batch_size": 8}})
-        scratch = tmp_path / f"tmp{index}"  # where tempfile puts a non-chief worker's copy
-        scratch.mkdir()
-        processes.append(subprocess.Popen([sys.executable, str(TRAIN_SCRIPT)], cwd=root,
-                                          env={**cluster_env(ports, index), "TMPDIR": str(scratch)},
-                                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    processes = start_train_stages(tmp_path, epochs=2, train_params=lambda index: {})
     outputs = finish_all(processes)
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
@@ -78,20 +85,14 @@ def test_two_train_stages_form_one_multiworker_run(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-
 @pytest.mark.slow
 def test_workers_with_different_params_refuse_to_train(tmp_path):
-    ports = free_ports(2)
-    processes = []
-    for index in range(2):
-        root = train_workdir(tmp_path / f"worker{index}", epochs=1, n_train=16)
-        set_params(root, {"train": {"strategy": "multiworker", "batch_size": 8, "learning_rate": 0.01 * (index + 1)}})
-        processes.append(subprocess.Popen([sys.executable, str(TRAIN_SCRIPT)], cwd=root, env=cluster_env(ports, index),
-                                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    processes = start_train_stages(tmp_path, epochs=1, train_params=lambda index: {"learning_rate": 0.01 * (index + 1)})
     for process, output in zip(processes, finish_all(processes, timeout=300)):
         assert process.returncode == 2, output[-3000:]
         assert "error: train.strategy 'multiworker': the workers' params, data or code differ" in output, output[-3000:]
     assert not (tmp_path / "worker0/models").exists()
+
 
 # --- what the multiworker loop refuses, in one line naming the param --------------------------------
 

@@ -60,7 +60,7 @@ def train(model_builder, loss, train_set, val_set, train, seed: int, checkpoint:
     import keras
     import tensorflow as tf
 
-    from marsseg.train.loop import TrainResult, inference_model, iou_metrics, optimizer
+    from marsseg.train.loop import TrainResult, iou_metrics, optimizer
 
     started = time.perf_counter()
     strategy = distribution_strategy("multiworker")
@@ -137,13 +137,4 @@ def train(model_builder, loss, train_set, val_set, train, seed: int, checkpoint:
     callbacks.on_train_end()
 
     model.load_weights(best.best_weights)
-    return TrainResult(
-        model=inference_model(model),
-        history=saver.history,
-        best_val_miou=float(saver.best_miou),
-        best_epoch=int(saver.best_epoch),
-        epochs_run=len(saver.history),
-        resumed_from_epoch=0,
-        parameters=int(model.count_params()),
-        seconds=time.perf_counter() - started,
-    )
+    return TrainResult.of(model, saver, resumed_from_epoch=0, started=started)

@@ -51,6 +51,14 @@ class TrainResult:
     parameters: int
     seconds: float
 
+    @classmethod
+    def of(cls, model, saver, resumed_from_epoch: int, started: float) -> "TrainResult":
+        """The result of a finished run whose ``model`` holds the best epoch's weights, as ``saver`` recorded it."""
+        return cls(model=inference_model(model), history=saver.history, best_val_miou=float(saver.best_miou),
+                   best_epoch=int(saver.best_epoch), epochs_run=len(saver.history),
+                   resumed_from_epoch=resumed_from_epoch, parameters=int(model.count_params()),
+                   seconds=time.perf_counter() - started)
+
 
 def train(model_builder, loss, train_set, val_set, train, seed: int, checkpoint: ResumableState,
           on_epoch=None) -> TrainResult:
@@ -100,13 +108,4 @@ def train(model_builder, loss, train_set, val_set, train, seed: int, checkpoint:
         raise UserError("training ran no epoch; check train.epochs")
     if checkpoint.best_weights.is_file():
         model.load_weights(checkpoint.best_weights)
-    return TrainResult(
-        model=inference_model(model),
-        history=saver.history,
-        best_val_miou=float(saver.best_miou),
-        best_epoch=int(saver.best_epoch),
-        epochs_run=len(saver.history),
-        resumed_from_epoch=first_epoch,
-        parameters=int(model.count_params()),
-        seconds=time.perf_counter() - started,
-    )
+    return TrainResult.of(model, saver, resumed_from_epoch=first_epoch, started=started)
