@@ -327,12 +327,26 @@ def open_storage(url: str):
     import optuna
 
     engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
-    try:
+
+    def connect():
         # A worker that died mid-trial stops sending heartbeats: its trial becomes FAIL after the grace
         # period and a copy with the same params is queued (WAITING) for the next ask.
         return optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+
+    try:
+        # Two workers starting together on a new store would both create its schema: on SQLite the file
+        # lock lets one create it and the other find it; a server store that lost that race has its
+        # schema by the time of the second try.
+        with storage_lock(url):
+            try:
+                return connect()
+            except Exception as exc:  # noqa: BLE001 - SQLAlchemy's IntegrityError, per driver
+                if "unique" not in str(exc).lower() and "already exists" not in str(exc).lower():
+                    raise
+                time.sleep(1 + random.random())
+                return connect()
     except Exception as exc:  # noqa: BLE001 - bad URL, missing driver, unreachable server
         raise UserError(f"--storage {url}: cannot open the study storage ({str(exc).splitlines()[0]})") from None
 
@@ -387,8 +401,9 @@ class Search:
         self.study_name, self.storage_url, self.budget, self.jobs = study_name, storage_url, trials, jobs
         self.deadline = time.monotonic() + timeout if timeout else None
         self.storage = open_storage(storage_url)
-        self.study = retrying(lambda: optuna.create_study(
-            study_name=study_name, storage=self.storage, direction="maximize", load_if_exists=True))
+        with storage_lock(storage_url):
+            self.study = retrying(lambda: optuna.create_study(
+                study_name=study_name, storage=self.storage, direction="maximize", load_if_exists=True))
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.running: dict[int, int] = {}            # trial number -> trial id (heartbeats)

@@ -139,6 +139,29 @@ def tagged_runs(root: Path, study: str) -> dict[str, str]:
                                "and t.key = 'search.trial' where s.key = 'search.study' and s.value = ?", (study,)))
 
 
+OPEN_STUDY = """
+import sys
+from pathlib import Path
+from marsseg import search
+from marsseg.config import read_params
+base = read_params(Path(sys.argv[3]))
+search.Search(search.load_space(Path(sys.argv[1]), base), base, "race", sys.argv[2], trials=1, jobs=1)
+"""
+
+
+def test_workers_starting_together_on_a_new_store_all_open_it(tmp_path):
+    """Every worker of a new study creates the store's schema at the same moment: none may lose that race."""
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(TINY_SPACE))
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    workers = [subprocess.Popen([sys.executable, "-c", OPEN_STUDY, str(space), url, str(REPO / "params.yaml")], cwd=tmp_path,
+                                env=project_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(4)]
+    outputs = [worker.communicate(timeout=120)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * 4, outputs
+    assert len(optuna.get_all_study_summaries(url)) == 1
+
+
 @pytest_slow
 def test_a_stopped_search_resumes_to_its_budget_of_four_dvc_experiments_and_writes_the_best_preset(pipeline_baseline, tmp_path):
     root = search_project(pipeline_baseline, tmp_path / "repo")
