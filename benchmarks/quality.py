@@ -1,13 +1,15 @@
 """Quality per CPU-minute: named configurations trained on the shared AI4Mars file, one table.
 
     .venv/bin/python benchmarks/quality.py [--configs default cosine ...] [--epochs 10] [--limit 0]
-                                           [--scratch DIR] [--set key=value ...] [--list]
+                                           [--base PRESET] [--scratch DIR] [--set key=value ...] [--list]
 
 Each configuration is a set of params overrides, run as a DVC experiment (``dvc exp run -S ...``) in a
 scratch copy of this working tree (nothing here changes): ``data.source=npz``, ``data.path`` the absolute
 path of ``../shared/data/ai4mars64x128.npz``, the light augmentation of the README's real-data runs
 (1 copy per image, 4-6 per big-rock image), flip TTA scored beside the plain prediction, then the
-configuration's own overrides (a preset's included), then ``--set``. Runs go one after the other from the
+``--base`` preset if given, then the configuration's own overrides (a preset's included), then ``--set``.
+With ``--base cpu-best``, ``base`` is that preset and ``weighted-ce``, ``plateau``, ``no-ema`` and
+``default-augment`` each undo one of its levers: a leave-one-out ablation. Runs go one after the other from the
 same params file, so the ingest/clean/split stages of equal data settings run once and are reused.
 
 Prints one markdown table: config, train minutes, epochs run (best epoch), val mIoU (and with flip TTA),
@@ -45,7 +47,7 @@ def preset(name: str) -> dict:
 NO_ROTATIONS = {"rotate90": 0.0, "rotate": 0.0, "affine": 0.0}
 NO_PHOTOMETRIC = {"brightness_contrast": 0.0, "gamma": 0.0, "emboss": 0.0, "sharpen": 0.0}
 
-# name -> (params overrides, what it tests). Levers are changed one at a time against the default.
+# name -> (params overrides, what it tests). Levers are changed one at a time against the default (or --base).
 CONFIGS: dict[str, tuple] = {
     "default": (lambda: {}, "params.yaml as committed (U-Net d3, 8 filters, weighted CE, plateau)"),
     "strongest": (lambda: preset("strongest"), "presets/strongest.yaml (UNet 3+)"),
@@ -62,7 +64,19 @@ CONFIGS: dict[str, tuple] = {
                      "flips and CutMix only"),
     "width16": (lambda: {"model": {"base_filters": 16}}, "twice the filters"),
     "depth4": (lambda: {"model": {"depth": 4, "dropout": [0.0, 0.0, 0.0, 0.1]}}, "one pooling more"),
+    # Leave-one-out against a preset that changed several levers at once (``--base cpu-best``): each undoes one.
+    "base": (lambda: {}, "the --base preset itself"),
+    "weighted-ce": (lambda: {"loss": {"name": "weighted_ce"}}, "weighted CE alone (no IoU term)"),
+    "plateau": (lambda: {"train": {"schedule": "plateau", "warmup_epochs": 0, "learning_rate": 1.0e-3}},
+                "plateau schedule at the default 1e-3 (no warm-up, no annealing)"),
+    "no-ema": (lambda: {"train": {"ema": False}}, "raw weights instead of their moving average"),
+    "default-augment": (lambda: {"augment": {"p": default_params()["augment"]["p"]}},
+                        "the transform probabilities of params.yaml (vertical flips, rotations, photometric)"),
 }
+
+
+def default_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
 def parse_set(pairs: list[str]) -> dict:
@@ -126,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--limit", type=int, default=0, help="data.limit: a seeded subset of training rows (0: all)")
     parser.add_argument("--epochs", type=int, help="train.epochs for every configuration (default: its own)")
+    parser.add_argument("--base", metavar="PRESET", help="a preset under presets/ applied before every "
+                        "configuration, for leave-one-out runs (e.g. --base cpu-best --configs base weighted-ce)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for every run")
     parser.add_argument("--scratch", type=Path, help="folder for the copy and logs (default: a new temp dir)")
     parser.add_argument("--list", action="store_true", help="list the configurations and stop")
@@ -146,10 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     scratch = (args.scratch or Path(tempfile.mkdtemp(prefix="marsseg-quality-"))).resolve()
     root = scratch_copy(scratch / "repo")
     params_text = (root / "params.yaml").read_text()
+    if args.base and not (PRESETS / f"{args.base}.yaml").is_file():
+        known = ", ".join(sorted(path.stem for path in PRESETS.glob("*.yaml")))
+        print(f"error: --base {args.base}: no presets/{args.base}.yaml; known: {known}", file=sys.stderr)
+        return 2
     common = merged(COMMON, {"data": {"source": "npz", "path": str(args.data.resolve()), "limit": args.limit}})
+    common = merged(common, preset(args.base)) if args.base else common
     last = {"train": {"epochs": args.epochs}} if args.epochs else {}
     last = merged(last, parse_set(args.set))
-    print(f"quality: {len(args.configs)} configuration(s) in {root}; data {args.data} (limit {args.limit or 'all'})")
+    print(f"quality: {len(args.configs)} configuration(s) in {root}; data {args.data} (limit {args.limit or 'all'})"
+          + (f"; each on top of presets/{args.base}.yaml" if args.base else ""))
 
     rows, used = [], {}
     for name in args.configs:
@@ -157,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         used[name] = flatten(overrides)
         row = run_config(root, name, overrides, params_text, scratch / f"{name}.log")
         rows.append(row)
+        (scratch / "quality.json").write_text(json.dumps(rows, indent=2))  # what is done survives a stop
         status = f"val mIoU {row['val_miou']:.4f}" if row.get("ok") else f"FAILED ({row.get('error')})"
         print(f"quality: {name}: {status}, {row['wall_minutes']:.1f} min (log {scratch / (name + '.log')})", flush=True)
 

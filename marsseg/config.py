@@ -326,6 +326,9 @@ class TrainConfig(Group):
     schedule: Literal["plateau", "cosine", "onecycle"]
     warmup_epochs: NonNegativeInt
     ema: bool  # validate, pick and save the moving average of the weights
+    # best: the epoch with the highest val mIoU, then scored on the fold that picked it (an optimistic pick);
+    # last: the final epoch, no choice made on the validation fold, so its score is unbiased
+    keep: Literal["best", "last"]
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> "TrainConfig":

@@ -1,4 +1,5 @@
-"""Train: fit the configured architecture on the augmented training set, pick the best epoch by val mIoU.
+"""Train: fit the configured architecture on the augmented training set, keep the best epoch by val mIoU
+(or the last, ``train.keep``).
 
 `--fold i` (the cv_train stages): cross-validation fold i.
 """
@@ -61,8 +62,11 @@ def main() -> None:
     if worker:
         strategy.wait_for_all_workers()
     where = layout.model if chief else f"{models / 'model.keras'} (worker {worker.index}, not the chief: no outputs)"
-    print(f"train: best val mIoU {result.best_val_miou:.4f} at epoch {result.best_epoch} "
-          f"of {result.epochs_run} ({result.seconds:.0f} s, {policy}) -> {where}")
+    kept = (f"best val mIoU {result.best_val_miou:.4f} at epoch {result.best_epoch}"
+            if cfg.train.keep == "best" else
+            f"kept the last epoch, val mIoU {result.kept_val_miou:.4f} (best {result.best_val_miou:.4f} at epoch "
+            f"{result.best_epoch})")
+    print(f"train: {kept} of {result.epochs_run} ({result.seconds:.0f} s, {policy}) -> {where}")
 
 
 if __name__ == "__main__":

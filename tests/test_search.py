@@ -20,7 +20,7 @@ from marsseg import search
 from marsseg.config import read_params
 from marsseg.errors import UserError
 
-from conftest import REPO, commit_all, copy_pipeline, copy_project, project_env, run
+from conftest import REPO, commit_all, copy_pipeline, copy_project, pipeline_env, project_env, run, train_marker
 
 STORAGE = "sqlite:///optuna.db"
 TINY_SPACE = {
@@ -229,6 +229,24 @@ def test_two_search_processes_share_one_study_and_its_budget(pipeline_baseline, 
     assert experiment_names(root) == ["shared-t0", "shared-t1", "shared-t2", "shared-t3"]
     # Seeded per position in the study: the processes did not propose the same configurations.
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 4
+
+
+@pytest_slow
+def test_a_configuration_dvc_already_trained_is_restored_from_the_run_cache_not_retrained(pipeline_baseline, tmp_path):
+    root = copy_pipeline(pipeline_baseline, tmp_path / "repo")
+    trained = read_params(root / "params.yaml")
+    space = {"fixed": {"train.epochs": trained["train"]["epochs"]},
+             "params": {"model.base_filters": [trained["model"]["base_filters"]]}}
+    (root / "search/space.yaml").write_text(yaml.safe_dump(space))
+    commit_all(root, "a space whose one configuration is the committed, trained one")
+    marker = train_marker(root)
+    trainings_before = marker.read_text() if marker.is_file() else ""
+
+    result = run(root, *search_command("--trials", "1", "--study", "cached"), env=pipeline_env(root))
+    [trial] = counted_trials(root, "cached")
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["search.restored"], result.stdout
+    assert "restored from DVC's run-cache" in result.stdout
+    assert (marker.read_text() if marker.is_file() else "") == trainings_before
 
 
 def test_a_bad_space_stops_the_search_before_any_trial_with_one_line(tmp_path):

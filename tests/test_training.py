@@ -218,9 +218,19 @@ def test_the_saved_model_scores_the_best_epochs_val_miou(tmp_path, ema, schedule
     # With train.ema the averaged weights are validated, picked and saved; without, the raw ones.
     result, val = fitted(tmp_path, ema=ema, schedule=schedule, warmup_epochs=1)
     assert result.best_val_miou == max(row["val_miou"] for row in result.history)
+    assert (result.kept_epoch, result.kept_val_miou) == (result.best_epoch, result.best_val_miou)
     assert validated_miou(result.model, val) == pytest.approx(result.best_val_miou, abs=1e-6)
     final_rate = [row["learning_rate"] for row in result.history][-1]
     assert final_rate == pytest.approx(0.0 if schedule == "cosine" else 1e-3, abs=1e-9)
+
+
+def test_keep_last_saves_the_final_epoch_not_the_best(tmp_path):
+    # No pick on the validation fold: the saved model is the last epoch's, whatever its score.
+    result, val = fitted(tmp_path, keep="last", schedule="plateau", learning_rate=0.05)
+    assert result.kept_epoch == result.epochs_run == 3
+    assert result.kept_val_miou == result.history[-1]["val_miou"]
+    assert validated_miou(result.model, val) == pytest.approx(result.kept_val_miou, abs=1e-6)
+    assert result.best_val_miou == max(row["val_miou"] for row in result.history)
 
 
 def test_plateau_warmup_raises_the_rate_batch_by_batch():

@@ -116,7 +116,7 @@ def train(model_builder, loss, train_set, val_set, train, seed: int, checkpoint:
     stopping = keras.callbacks.EarlyStopping(
         monitor="val_miou", mode="max", patience=train.early_stopping_patience, verbose=1)
     watched = {**schedule.callbacks(train, steps), "stopping": stopping}
-    saver = Checkpoint(best, watched, None, on_epoch)
+    saver = Checkpoint(best, watched, None, on_epoch, keep_last=train.keep == "last")
     callbacks = keras.callbacks.CallbackList([*watched.values(), saver], model=model)
 
     callbacks.on_train_begin()

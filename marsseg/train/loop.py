@@ -1,5 +1,6 @@
 """The fit: AdamW (optionally weight-averaged), the configured learning-rate schedule, early stopping on
-val mIoU, a checkpoint after every epoch, and the best epoch's weights as the result."""
+val mIoU, a checkpoint after every epoch, and the best (or, with ``train.keep: last``, the last) epoch's
+weights as the result."""
 from __future__ import annotations
 
 import sys
@@ -42,10 +43,12 @@ def inference_model(model):
 
 @dataclass
 class TrainResult:
-    model: object              # the best-by-val-mIoU model, uncompiled, ready to save
+    model: object              # the kept epoch's model (train.keep), uncompiled, ready to save
     history: list[dict]
     best_val_miou: float
     best_epoch: int
+    kept_val_miou: float       # the kept epoch's val mIoU: the best one's unless train.keep is 'last'
+    kept_epoch: int
     epochs_run: int
     resumed_from_epoch: int
     parameters: int
@@ -53,9 +56,10 @@ class TrainResult:
 
     @classmethod
     def of(cls, model, saver, resumed_from_epoch: int, started: float) -> "TrainResult":
-        """The result of a finished run whose ``model`` holds the best epoch's weights, as ``saver`` recorded it."""
+        """The result of a finished run whose ``model`` holds the kept epoch's weights, as ``saver`` recorded it."""
         return cls(model=inference_model(model), history=saver.history, best_val_miou=float(saver.best_miou),
-                   best_epoch=int(saver.best_epoch), epochs_run=len(saver.history),
+                   best_epoch=int(saver.best_epoch), kept_val_miou=float(saver.kept["val_miou"]),
+                   kept_epoch=int(saver.kept["epoch"]), epochs_run=len(saver.history),
                    resumed_from_epoch=resumed_from_epoch, parameters=int(model.count_params()),
                    seconds=time.perf_counter() - started)
 
@@ -90,7 +94,7 @@ def train(model_builder, loss, train_set, val_set, train, seed: int, checkpoint:
     stopping = keras.callbacks.EarlyStopping(
         monitor="val_miou", mode="max", patience=train.early_stopping_patience, verbose=1)
     watched = {**schedule.callbacks(train, steps), "stopping": stopping}
-    saver = Checkpoint(checkpoint, watched, resumed, on_epoch)
+    saver = Checkpoint(checkpoint, watched, resumed, on_epoch, keep_last=train.keep == "last")
     averaging = [ema.ValidateAveraged()] if train.ema else []
 
     if first_epoch < train.epochs and not stopped_early(resumed, train.early_stopping_patience):

@@ -39,6 +39,7 @@ def write_train_outputs(result: TrainResult, model_dir: Path, policy: str, on_gp
     summary = {
         "best_val_miou": round(result.best_val_miou, 6),
         "best_epoch": result.best_epoch,
+        "kept_epoch": result.kept_epoch,  # train.keep: the best epoch, or the last
         "epochs_run": result.epochs_run,
         "parameters": result.parameters,
         "training_seconds": round(result.seconds, 1),

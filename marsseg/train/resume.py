@@ -75,15 +75,18 @@ def restore_callback_state(callback, saved: dict) -> None:
 
 
 class Checkpoint(keras.callbacks.Callback):
-    """Saves the full state after each epoch, the best-by-val-mIoU weights (the averaged ones under
-    ``train.ema``), and restores the other callbacks' counters when resuming.
+    """Saves the full state after each epoch, the kept weights (the averaged ones under ``train.ema``):
+    the best-by-val-mIoU epoch's, or with ``keep_last`` every epoch's; and restores the other callbacks'
+    counters when resuming.
 
     List it last among the callbacks so that its ``on_train_begin`` runs after theirs (which reset).
     """
 
-    def __init__(self, state: ResumableState, watched: dict, resumed: dict | None, on_epoch=None):
+    def __init__(self, state: ResumableState, watched: dict, resumed: dict | None, on_epoch=None,
+                 keep_last: bool = False):
         super().__init__()
         self.state, self.watched, self.resumed, self.on_epoch = state, watched, resumed, on_epoch
+        self.keep_last = keep_last
         self.history = list(resumed["history"]) if resumed else []
         self.best_miou = resumed["best_miou"] if resumed else -1.0
         self.best_epoch = resumed["best_epoch"] if resumed else -1
@@ -97,8 +100,10 @@ class Checkpoint(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         self.history.append(row)
-        if row.get("val_miou", -1.0) > self.best_miou:
+        improved = row.get("val_miou", -1.0) > self.best_miou
+        if improved:
             self.best_miou, self.best_epoch = row["val_miou"], epoch + 1
+        if improved or self.keep_last:
             with averaged_weights(self.model):
                 self.state.save_best(self.model)
         self.state.save(self.model, {
@@ -110,6 +115,11 @@ class Checkpoint(keras.callbacks.Callback):
         })
         if self.on_epoch:
             self.on_epoch(row)
+
+    @property
+    def kept(self) -> dict:
+        """The history row of the epoch whose weights were kept."""
+        return self.history[-1] if self.keep_last else self.history[self.best_epoch - 1]
 
 
 def stopped_early(resumed: dict | None, patience: int) -> bool:
