@@ -123,7 +123,10 @@ def start_search(root: Path, *args: str) -> subprocess.Popen:
 
 
 def counted_trials(root: Path, study: str) -> list:
-    trials = optuna.load_study(study_name=study, storage=f"sqlite:///{root / 'optuna.db'}").get_trials()
+    try:
+        trials = optuna.load_study(study_name=study, storage=f"sqlite:///{root / 'optuna.db'}").get_trials()
+    except KeyError:  # the store exists but the search has not created its study yet
+        return []
     return [t for t in trials if search.counts_toward_budget(t)]
 
 
