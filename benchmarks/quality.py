@@ -155,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown configuration(s) {', '.join(unknown)}; known: {', '.join(CONFIGS)}", file=sys.stderr)
         return 2
+    if args.base and not (PRESETS / f"{args.base}.yaml").is_file():
+        known = ", ".join(sorted(path.stem for path in PRESETS.glob("*.yaml")))
+        print(f"error: --base {args.base}: no presets/{args.base}.yaml; known: {known}", file=sys.stderr)
+        return 2
     if not args.data.is_file():
         print(f"skipped: {args.data} not found (the AI4Mars benchmark file lives outside the repository)")
         return 0
@@ -162,10 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     scratch = (args.scratch or Path(tempfile.mkdtemp(prefix="marsseg-quality-"))).resolve()
     root = scratch_copy(scratch / "repo")
     params_text = (root / "params.yaml").read_text()
-    if args.base and not (PRESETS / f"{args.base}.yaml").is_file():
-        known = ", ".join(sorted(path.stem for path in PRESETS.glob("*.yaml")))
-        print(f"error: --base {args.base}: no presets/{args.base}.yaml; known: {known}", file=sys.stderr)
-        return 2
     common = merged(COMMON, {"data": {"source": "npz", "path": str(args.data.resolve()), "limit": args.limit}})
     common = merged(common, preset(args.base)) if args.base else common
     last = {"train": {"epochs": args.epochs}} if args.epochs else {}
