@@ -13,7 +13,6 @@ from marsseg.clean.fallback import announce
 
 @dataclass
 class Embedding:
-    features: np.ndarray  # (n, k) PCA features the embedding rule measures isolation in
     xy: np.ndarray  # (n, 2) coordinates to draw
     method: str  # "tsne", or the fallback: "pca" (too few rows) or "none" (identical features)
     perplexity: float | None = None  # the perplexity t-SNE used (None when it did not run)
@@ -37,13 +36,13 @@ def embed(features: np.ndarray, config, seed: int) -> Embedding:
     n = len(features)
     if not np.ptp(features, axis=0).any():
         announce(f"all {n} images have identical features: no t-SNE map, the embedding rule is skipped")
-        return Embedding(features, np.zeros((n, 2)), "none")
+        return Embedding(np.zeros((n, 2)), "none")
     if n < config.min_embedding_rows:
         announce(f"{n} rows is below clean.min_embedding_rows={config.min_embedding_rows}: no t-SNE map "
                       "(the first two principal components are drawn instead), the embedding rule is skipped")
         xy = np.zeros((n, 2))
         xy[:, :min(2, features.shape[1])] = features[:, :2]
-        return Embedding(features, xy, "pca")
+        return Embedding(xy, "pca")
     perplexity = float(config.perplexity)
     limit = (n - 1) / 3
     if perplexity > limit:
@@ -52,5 +51,5 @@ def embed(features: np.ndarray, config, seed: int) -> Embedding:
         perplexity = limit
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
                 max_iter=config.tsne_iterations, method="barnes_hut", random_state=seed, n_jobs=config.n_jobs)
-    return Embedding(features, tsne.fit_transform(features), "tsne", perplexity)
+    return Embedding(tsne.fit_transform(features), "tsne", perplexity)
 

@@ -18,6 +18,7 @@ from scipy import ndimage as ndi
 
 from marsseg import IMAGE_SHAPE
 from marsseg.clean.fallback import announce
+from marsseg.clean.space import FeatureSpace
 from marsseg.clean.tiles import atypical_tiles, edge_lines, texture_lines, tile_statistics
 
 FEATURE_CHUNK = 1024  # images per feature batch: bounds memory, does not change the result
@@ -168,18 +169,20 @@ def image_features(images: np.ndarray, workers: int = 1) -> dict[str, np.ndarray
     return groups
 
 
-def standardise(groups: Mapping[str, np.ndarray]) -> np.ndarray:
-    """One (n, d) matrix: each column centred on its median, scaled by its spread and clipped; each
-    group scaled so that it carries the same total weight whatever its width (the thumbnail's 128
+def standardise(groups: Mapping[str, np.ndarray]) -> FeatureSpace:
+    """The groups side by side: each column centred on its median, scaled by its spread and clipped;
+    each group scaled so that it carries the same total weight whatever its width (the thumbnail's 128
     columns must not drown the six gradient statistics), times its ``GROUP_WEIGHTS`` entry (default 1)."""
-    columns = []
+    columns, spans, start = [], [], 0
     for name, values in groups.items():
         values = _finite(values, name)
         spread = values.std(axis=0)
         spread = np.where(spread > 1e-9, spread, 1.0)  # a constant column stays 0
         z = np.clip((values - np.median(values, axis=0)) / spread, -Z_CLIP, Z_CLIP)
         columns.append(z * GROUP_WEIGHTS.get(name, 1.0) / np.sqrt(values.shape[1]))
-    return np.hstack(columns)
+        spans.append(slice(start, start + values.shape[1]))
+        start += values.shape[1]
+    return FeatureSpace(np.hstack(columns), tuple(spans))
 
 
 def _finite(values: np.ndarray, name: str) -> np.ndarray:

@@ -36,12 +36,12 @@ def _find_outliers(data: LabelledSet, config, seed: int) -> CleanReport:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     with _timed(timings, "features"):
-        features = standardise(image_features(data.images, workers=config.n_jobs))
+        space = standardise(image_features(data.images, workers=config.n_jobs))
     with _timed(timings, "pca"):
-        reduced = reduce(features, config.pca_components, seed)
+        reduced = reduce(space.values, config.pca_components, seed)
     with _timed(timings, "tsne"):
         embedding = embed(reduced, config, seed)
-    evidence = Evidence(data.images, data.masks, embedding)
+    evidence = Evidence(data.images, data.masks, embedding, space)
     with _timed(timings, "rules"):
         results = {rule: RULES[rule](evidence, config) for rule in config.rules}
     timings["total"] = time.perf_counter() - start

@@ -12,6 +12,7 @@ from sklearn.neighbors import NearestNeighbors
 from marsseg.clean.embedding import Embedding
 from marsseg.clean.fallback import announce
 from marsseg.clean.features import intensity_counts, percentiles
+from marsseg.clean.space import FeatureSpace
 
 MAP_NEIGHBOURS = 5  # the map's typical spacing: median distance to the 5th nearest point
 FEATURE_NEIGHBOURS = 30  # nearest feature-space rows searched before an exact search
@@ -25,6 +26,7 @@ class Evidence:
     images: np.ndarray
     masks: np.ndarray
     embedding: Embedding
+    features: FeatureSpace  # what the embedding rule measures isolation in
 
 
 @dataclass
@@ -38,11 +40,11 @@ def embedding_rule(evidence: Evidence, config) -> RuleResult:
     n = len(evidence.images)
     if not evidence.embedding.is_map:  # embed() has announced why
         return RuleResult(np.zeros(n, bool), np.zeros(n))
-    scores = isolation_scores(evidence.embedding.features, evidence.embedding.xy, config)
+    scores = isolation_scores(evidence.features, evidence.embedding.xy, config)
     return RuleResult(scores >= config.min_isolation, scores)
 
 
-def isolation_scores(features: np.ndarray, xy: np.ndarray, config) -> np.ndarray:
+def isolation_scores(features: FeatureSpace, xy: np.ndarray, config) -> np.ndarray:
     """Per row, the highest isolation of any small map group it belongs to (0 if none qualifies).
 
     Isolation is measured from the rows that stay: outlier groups often sit next to each other
@@ -51,9 +53,7 @@ def isolation_scores(features: np.ndarray, xy: np.ndarray, config) -> np.ndarray
     """
     n = len(features)
     map_unit = _typical_spacing(xy, MAP_NEIGHBOURS)
-    k = min(FEATURE_NEIGHBOURS, n - 1)
-    distances, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(features).kneighbors(features)
-    distances, neighbours = distances[:, 1:], neighbours[:, 1:]
+    distances, neighbours = features.nearest(FEATURE_NEIGHBOURS)
     positive = distances[:, 0][distances[:, 0] > 0]
     if map_unit <= 0 or positive.size == 0:
         announce("the embedding rule is skipped: most rows are exact duplicates of each other")
@@ -105,7 +105,7 @@ def _map_edges(xy: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray, np.
     return rows, neighbours[:, 1:].ravel(), distances[:, 1:].ravel()
 
 
-def _distance_outside(features, labels, candidate, caught, distances, neighbours) -> np.ndarray:
+def _distance_outside(features: FeatureSpace, labels, candidate, caught, distances, neighbours) -> np.ndarray:
     """Each candidate row's feature distance to the nearest row outside its group that is not
     already caught (other rows: 0)."""
     n = len(features)
@@ -115,20 +115,9 @@ def _distance_outside(features, labels, candidate, caught, distances, neighbours
     unresolved = candidate & ~counted.any(axis=1)
     for group in np.unique(labels[unresolved]):
         rows = np.flatnonzero(unresolved & (labels == group))
-        pool = (labels != group) & ~caught
-        outside[rows] = _min_distance(features[rows], features[pool]) if pool.any() else 0.0
+        pool = np.flatnonzero((labels != group) & ~caught)
+        outside[rows] = features.min_distance(rows, pool) if pool.size else 0.0
     return np.where(candidate, outside, 0.0)
-
-
-def _min_distance(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """Distance from each row of ``a`` to its nearest row of ``b``."""
-    b_sq = (b**2).sum(1)
-    result = np.empty(len(a))
-    for start in range(0, len(a), chunk):
-        block = a[start:start + chunk]
-        sq = (block**2).sum(1)[:, None] + b_sq[None, :] - 2 * block @ b.T
-        result[start:start + chunk] = np.sqrt(np.maximum(sq.min(axis=1), 0.0))
-    return result
 
 
 def _group_medians(labels: np.ndarray, values: np.ndarray) -> np.ndarray:

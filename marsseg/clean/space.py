@@ -1,0 +1,69 @@
+"""The feature space the ``embedding`` rule measures isolation in, and its distance.
+
+Two images lie as far apart as the L4 norm of their Euclidean distances in each feature group. A
+picture that is not terrain often differs from every terrain view in one or two groups (a cloud
+picture in its spectrum, a striped one in its flat areas) and looks ordinary in the other ten. The
+Euclidean distance over all columns adds the ordinary groups' distances in too and dilutes the
+telling one by about the square root of the number of groups; the L4 norm by the fourth root, while
+a terrain view a little unusual in every group does not add up to much.
+
+Measured with ``benchmarks/clean_synthetic.py --sets tuning --seeds 11-40`` (embedding rule alone),
+against the Euclidean distance over 30 PCA components it replaced: recall 0.948 instead of 0.917 at
+precision 0.983 instead of 0.987 (``min_isolation`` 2.5 instead of 3.0, on AI4Mars one more terrain
+image removed). Higher norms (6, or the largest group distance) removed about twice as many
+synthetic terrain rows at about the same recall (seeds 1-20).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+GROUP_NORM = 4
+CHUNK_ROWS = 512  # rows per block of the distance matrix: bounds memory, does not change the result
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    values: np.ndarray  # (n, d) standardised features, the columns of every group side by side
+    groups: tuple[slice, ...]  # the columns of each feature group
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def distances(self, rows: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """(len(rows), len(others)) distances between the rows of ``values`` given by the two index arrays."""
+        a, b = self.values[rows], self.values[others]
+        total = np.zeros((len(a), len(b)))
+        for columns in self.groups:
+            ga, gb = a[:, columns], b[:, columns]
+            norms = (ga**2).sum(1)[:, None] + (gb**2).sum(1)[None, :]
+            squared = norms - 2.0 * ga @ gb.T
+            # Cancellation leaves rounding noise where two rows are equal: that is distance 0.
+            squared[squared <= 1e-12 * norms] = 0.0
+            total += squared ** (GROUP_NORM / 2)
+        return total ** (1.0 / GROUP_NORM)
+
+    def nearest(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n, k) distances and indices of each row's k nearest other rows, nearest first."""
+        n = len(self)
+        k = min(k, n - 1)
+        everyone = np.arange(n)
+        distances, neighbours = np.empty((n, k)), np.empty((n, k), np.int64)
+        for start in range(0, n, CHUNK_ROWS):
+            rows = everyone[start:start + CHUNK_ROWS]
+            block = self.distances(rows, everyone)
+            block[np.arange(len(rows)), rows] = np.inf  # a row is not its own neighbour
+            part = np.argpartition(block, k - 1, axis=1)[:, :k]
+            part_distances = np.take_along_axis(block, part, axis=1)
+            order = np.argsort(part_distances, axis=1, kind="stable")
+            neighbours[rows] = np.take_along_axis(part, order, axis=1)
+            distances[rows] = np.take_along_axis(part_distances, order, axis=1)
+        return distances, neighbours
+
+    def min_distance(self, rows: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        """Distance from each of ``rows`` to its nearest row among ``pool`` (index arrays)."""
+        result = np.empty(len(rows))
+        for start in range(0, len(rows), CHUNK_ROWS):
+            result[start:start + CHUNK_ROWS] = self.distances(rows[start:start + CHUNK_ROWS], pool).min(axis=1)
+        return result
