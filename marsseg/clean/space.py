@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 GROUP_NORM = 4
-CHUNK_ROWS = 512  # rows per block of the distance matrix: bounds memory, does not change the result
+BLOCK_ENTRIES = 1 << 22  # distances per block of the distance matrix (32 MB each): bounds memory
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,9 @@ class FeatureSpace:
         k = min(k, n - 1)
         everyone = np.arange(n)
         distances, neighbours = np.empty((n, k)), np.empty((n, k), np.int64)
-        for start in range(0, n, CHUNK_ROWS):
-            rows = everyone[start:start + CHUNK_ROWS]
+        chunk = _rows_per_block(n)
+        for start in range(0, n, chunk):
+            rows = everyone[start:start + chunk]
             block = self.distances(rows, everyone)
             block[np.arange(len(rows)), rows] = np.inf  # a row is not its own neighbour
             part = np.argpartition(block, k - 1, axis=1)[:, :k]
@@ -64,6 +65,11 @@ class FeatureSpace:
     def min_distance(self, rows: np.ndarray, pool: np.ndarray) -> np.ndarray:
         """Distance from each of ``rows`` to its nearest row among ``pool`` (index arrays)."""
         result = np.empty(len(rows))
-        for start in range(0, len(rows), CHUNK_ROWS):
-            result[start:start + CHUNK_ROWS] = self.distances(rows[start:start + CHUNK_ROWS], pool).min(axis=1)
+        chunk = _rows_per_block(len(pool))
+        for start in range(0, len(rows), chunk):
+            result[start:start + chunk] = self.distances(rows[start:start + chunk], pool).min(axis=1)
         return result
+
+
+def _rows_per_block(columns: int) -> int:
+    return max(1, BLOCK_ENTRIES // max(columns, 1))
