@@ -26,8 +26,8 @@ rows, each switchable in ``clean.rules``:
     median nearest-neighbour distance of the data set. A row is removed when that is at least
     ``min_isolation`` and its own distance to the nearest outside row is at least
     ``min_member_isolation`` (which spares a terrain row that the map merely placed next to an
-    outlier group). Rows already caught stop counting as "outside"
-    and isolation is measured again, so two outlier groups side by side do not shield each other.
+    outlier group). Rows already caught stop counting as "outside" and isolation is measured again,
+    so two outlier groups side by side do not shield each other.
     Limits: a non-terrain picture whose statistics resemble unusual terrain (a noisy, low-contrast
     scene of flat tones next to hazy, rocky or hardware-filled terrain views, a low-contrast page
     pasted over part of a frame) can stay. ``benchmarks/clean_synthetic.py`` measures it on the
