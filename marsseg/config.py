@@ -96,6 +96,7 @@ class CleanConfig(Group):
     max_group_fraction: Annotated[float, Field(ge=0, le=0.5)]
     min_isolation: Annotated[float, Field(ge=0, le=1000)]
     min_member_isolation: Annotated[float, Field(ge=0, le=1000)]
+    min_lone_isolation: Annotated[float, Field(ge=0, le=1000)]
     max_mask_repeats: PositiveInt
     min_mask_classes: Annotated[int, Field(ge=1, le=NUM_CLASSES - 1)]
     min_image_std: Annotated[float, Field(ge=0, le=255)]
@@ -107,6 +108,14 @@ class CleanConfig(Group):
         if len(set(rules)) != len(rules):
             raise ValueError(f"lists a rule twice: {rules}")
         return rules
+
+    @model_validator(mode="after")
+    def _lone_needs_more(self) -> "CleanConfig":
+        if self.min_lone_isolation < self.min_isolation:
+            raise ValueError(f"clean.min_lone_isolation is {self.min_lone_isolation:g}, below clean.min_isolation "
+                             f"{self.min_isolation:g}; a row on its own needs at least a group's isolation: "
+                             f"set it to {self.min_isolation:g} or more")
+        return self
 
 
 # ---------------------------------------------------------------- split

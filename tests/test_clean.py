@@ -20,7 +20,7 @@ from marsseg.clean import CleanWarning, find_outliers, remove_outliers, find as 
 from marsseg.clean.embedding import Embedding
 from marsseg.clean.features import image_features
 from marsseg.clean.tiles import edge_lines, texture_lines
-from marsseg.clean.rules import Evidence, degenerate_rule, shared_mask_rule
+from marsseg.clean.rules import Evidence, degenerate_rule, isolation_scores, shared_mask_rule
 from marsseg.clean.space import FeatureSpace
 from marsseg.config import CleanConfig, read_params, validate_group
 from marsseg.synthetic import HELD_OUT_STYLES, generate
@@ -260,6 +260,30 @@ def test_feature_space_lets_one_unusual_group_outweigh_small_differences_in_all(
     assert distance[0] > 1.5 * distance[1], distance
 
 
+def test_a_row_far_from_every_other_row_is_removed_without_a_group():
+    """A lone picture that the map lays among terrain views is caught by its own isolation, but only
+    from ``min_lone_isolation`` on: a row merely unusual stays unless it has a group."""
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(300, 4))
+    values[0] += 40.0  # unlike every other row
+    values[1] += 1.6  # unusual, with its nearest neighbour between min_isolation and min_lone_isolation
+    space = FeatureSpace(values, (slice(0, 2), slice(2, 4)))
+    xy = rng.normal(size=(300, 2))
+    xy[:2] = 0.0  # the map lays both among the terrain views, in one large piece
+    config = repo_config()
+    nearest = space.nearest(1)[0][:, 0]
+    lone = nearest / np.median(nearest)
+    assert lone[0] > config.min_lone_isolation
+    assert config.min_isolation < lone[1] < config.min_lone_isolation, lone[1]
+
+    scores = isolation_scores(space, xy, config)
+    removed = scores >= config.min_isolation
+    assert removed[0] and scores[0] == pytest.approx(lone[0])
+    assert not removed[1]
+    without_lone = isolation_scores(space, xy, repo_config(min_lone_isolation=1000.0))
+    assert not (without_lone >= config.min_isolation)[0]
+
+
 # --------------------------------------------------------------------------- odd input
 
 
@@ -325,6 +349,7 @@ def test_nothing_left_after_cleaning_is_a_clear_error():
     ({"min_isolation": "high"}, "clean.min_isolation"),
     ({"max_mask_repeats": 2.5}, "clean.max_mask_repeats"),
     ({"isolation": 3}, "unknown key clean.isolation"),
+    ({"min_lone_isolation": 2.0}, "clean.min_lone_isolation is 2, below clean.min_isolation 2.5"),
 ])
 def test_bad_params_name_the_key(change, key):
     values = {**read_params(REPO / "params.yaml")["clean"], **change}

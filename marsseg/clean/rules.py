@@ -36,7 +36,8 @@ class RuleResult:
 
 
 def embedding_rule(evidence: Evidence, config) -> RuleResult:
-    """Small groups of the t-SNE map that lie far from every other row in feature space."""
+    """Small groups of the t-SNE map that lie far from every other row in feature space, and single
+    rows that lie farther still."""
     n = len(evidence.images)
     if not evidence.embedding.is_map:  # embed() has announced why
         return RuleResult(np.zeros(n, bool), np.zeros(n))
@@ -45,7 +46,13 @@ def embedding_rule(evidence: Evidence, config) -> RuleResult:
 
 
 def isolation_scores(features: FeatureSpace, xy: np.ndarray, config) -> np.ndarray:
-    """Per row, the highest isolation of any small map group it belongs to (0 if none qualifies).
+    """Per row, the highest isolation of any small map group it belongs to (0 if none qualifies), or
+    its own isolation where that reaches ``min_lone_isolation``.
+
+    A row far from every other row needs no group: t-SNE may lay a lone picture among terrain views
+    it does not resemble (its map group is then mostly terrain, whose median isolation is low), but
+    in feature space nothing lies near it. Alone, one row is weaker evidence than a group, hence
+    the higher threshold.
 
     Isolation is measured from the rows that stay: outlier groups often sit next to each other
     (two kinds of non-terrain pictures), so after each pass the rows already caught no longer count
@@ -60,6 +67,7 @@ def isolation_scores(features: FeatureSpace, xy: np.ndarray, config) -> np.ndarr
         return np.zeros(n)
     feature_unit = float(np.median(positive))
     groupings = _map_groups(xy, map_unit, config)
+    alone, everyone = np.arange(n), np.ones(n, bool)  # each row a group of its own
 
     caught = np.zeros(n, bool)
     for _ in range(ISOLATION_PASSES):
@@ -69,6 +77,8 @@ def isolation_scores(features: FeatureSpace, xy: np.ndarray, config) -> np.ndarr
             group = _group_medians(labels, outside)[labels]
             member_ok = candidate & (outside >= config.min_member_isolation)
             scores = np.maximum(scores, np.where(member_ok, group, 0.0))
+        lone = _distance_outside(features, alone, everyone, caught, distances, neighbours) / feature_unit
+        scores = np.maximum(scores, np.where(lone >= config.min_lone_isolation, lone, 0.0))
         now_caught = scores >= config.min_isolation
         if np.array_equal(now_caught, caught):
             break
