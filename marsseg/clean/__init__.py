@@ -26,7 +26,7 @@ rows, each switchable in ``clean.rules``:
     median nearest-neighbour distance of the data set. A row is removed when that is at least
     ``min_isolation`` and its own distance to the nearest outside row is at least
     ``min_member_isolation`` (which spares a terrain row that the map merely placed next to an
-    outlier group). A row needs no group when it lies at least ``min_lone_isolation`` (more than
+    outlier group). A row needs no group when it lies at least ``min_lone_isolation`` (no less than
     ``min_isolation``: one row is weaker evidence than a group) from every other row: t-SNE may lay
     a lone picture among terrain views, whose low isolation then sets its group's median. Rows
     already caught stop counting as "outside" and isolation is measured again, so two outlier
