@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from marsseg.datasets import LabelledSet, save_labelled
+# benchmarks/ is on pytest's path (pytest.ini): the benchmarks copy the project the same way
+from scratch import commit as commit_all, environment, scratch_copy
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = REPO / "stages" / "train.py"
@@ -44,10 +46,7 @@ def set_params(root: Path, overrides: dict) -> None:
 
 def project_env() -> dict:
     """The environment stage commands need: this interpreter's ``python`` and ``dvc`` first on PATH."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env["DVC_NO_ANALYTICS"] = "1"
-    return env
+    return environment()
 
 
 def run(root: Path, *command: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -58,23 +57,12 @@ def run(root: Path, *command: str, check: bool = True, env: dict | None = None) 
 
 
 def copy_project(dest: Path, overrides: dict | None = None) -> Path:
-    """A fresh git repo holding the project's files as they are now (tracked and untracked, not ignored)."""
-    listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                             capture_output=True, text=True, check=True).stdout
-    for name in filter(None, listing.split("\0")):
-        source = REPO / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
-    # Committed metrics/lock describe the default params, not the tiny ones: start clean.
-    for generated in ("dvc.lock", "metrics"):
-        path = dest / generated
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    """A fresh git repo holding the project's files as they are now (tracked and untracked, not ignored),
+    without the committed metrics and lock (they describe the default params), with ``overrides`` applied."""
+    scratch_copy(dest)
     if overrides:
         set_params(dest, overrides)
-    run(dest, "git", "init", "-q", "-b", "main")
-    run(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
-    run(dest, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "copy")
+        commit_all(dest, "test params")
     return dest
 
 
@@ -84,7 +72,6 @@ def stages_run(output: str) -> set[str]:
 
 
 TRAIN_MARKER_ENV = "MARSSEG_TRAIN_MARKER"
-GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
 
 
 def train_marker(root: Path) -> Path:
@@ -98,11 +85,6 @@ def pipeline_env(root: Path) -> dict:
     env["PYTHONPATH"] = str(root)
     env[TRAIN_MARKER_ENV] = str(train_marker(root))
     return env
-
-
-def commit_all(root: Path, message: str) -> None:
-    run(root, *GIT, "add", "-A")
-    run(root, *GIT, "commit", "-q", "--allow-empty", "-m", message)
 
 
 @pytest.fixture(scope="session")
