@@ -18,13 +18,15 @@ big-rock share) and filtered twice with the params.yaml ``clean`` settings: with
 with only the ``embedding`` rule after each outlier has been given a different terrain mask (so
 only its picture can give it away). Prints precision and recall of the removed rows against the
 injected ones per data set and, per set, pooled over its data sets (all removed and injected rows
-counted together) and the worst data set. The default set's first row is the pipeline's own data
-set (top-level ``seed``, ``n_train`` rows).
+counted together) and the worst data set, then per outlier style the share of its injected rows
+removed (recall), pooled over the set's data sets: which kinds of picture slip through. The default
+set's first row is the pipeline's own data set (top-level ``seed``, ``n_train`` rows).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from collections import defaultdict
 import warnings
 from pathlib import Path
 
@@ -62,8 +64,10 @@ def disguise(masks: np.ndarray, truth: np.ndarray, seed: int) -> np.ndarray:
     return masks
 
 
-def evaluate(config, seed: int, rows: int, fraction: float, rock_fraction: float, styles) -> np.ndarray:
-    """(2, 3) counts: every rule, embedding alone."""
+def evaluate(config, seed: int, rows: int, fraction: float, rock_fraction: float, styles,
+             found_by_style: dict[str, np.ndarray]) -> np.ndarray:
+    """(2, 3) counts: every rule, embedding alone. Adds [removed by every rule, by embedding alone,
+    injected] per outlier style to ``found_by_style``."""
     data = generate(n_train=rows, n_test=1, outlier_fraction=fraction, seed=seed,
                     rock_image_fraction=rock_fraction, outlier_styles=styles)
     truth = np.zeros(rows, bool)
@@ -74,6 +78,8 @@ def evaluate(config, seed: int, rows: int, fraction: float, rock_fraction: float
         every = find_outliers(LabelledSet(data.train_images, data.train_masks, index), config, seed)
         alone = find_outliers(LabelledSet(data.train_images, disguise(data.train_masks, truth, seed), index),
                               config.model_copy(update={"rules": ["embedding"]}), seed)
+    for row, style in zip(data.outlier_rows, data.outlier_styles):
+        found_by_style[style] += [every.removed[row], alone.removed[row], 1]
     return np.stack([counts(every.removed, truth), counts(alone.removed, truth)])
 
 
@@ -96,9 +102,9 @@ def main() -> int:
         cases = [(seed, int(rows)) for rows in args.rows.split(",") for seed in args.seeds]
         if name == "default":  # the pipeline's own data set first
             cases.insert(0, (cfg.seed, synthetic.n_train))
-        tallies = []
+        tallies, found_by_style = [], defaultdict(lambda: np.zeros(3, int))
         for seed, rows in cases:
-            tally = evaluate(cfg.clean, seed, rows, fraction, rock_fraction, STYLE_SETS[name])
+            tally = evaluate(cfg.clean, seed, rows, fraction, rock_fraction, STYLE_SETS[name], found_by_style)
             tallies.append(tally)
             scores = [*precision_recall(tally[0]), *precision_recall(tally[1])]
             print(f"{name:<9}{seed:>5}{rows:>6}{tally[0, 2]:>9} | {scores[0]:>11.3f}{scores[1]:>7.3f} | "
@@ -108,6 +114,9 @@ def main() -> int:
         pooled_scores = [*precision_recall(pooled[0]), *precision_recall(pooled[1])]
         for label, row in (("pooled", pooled_scores), ("worst", worst)):
             print(f"{name:<9}{label:>11}{'':>9} | {row[0]:>11.3f}{row[1]:>7.3f} | {row[2]:>16.3f}{row[3]:>7.3f}")
+        print(f"{name:<9}{'style':<20}{'outliers':>9} | {'all rules R':>11} | {'embedding only R':>16}")
+        for style, (every, alone, injected) in sorted(found_by_style.items()):
+            print(f"{name:<9}{style:<20}{injected:>9} | {every / injected:>11.3f} | {alone / injected:>16.3f}")
     return 0
 
 

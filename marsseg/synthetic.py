@@ -67,6 +67,7 @@ class SyntheticData:
     test_images: np.ndarray  # (n_test, 64, 128) uint8
     test_masks: np.ndarray  # (n_test, 64, 128) uint8: for tests only, a real test set has none
     outlier_rows: np.ndarray  # sorted int64 rows of the training set that are not terrain
+    outlier_styles: tuple[str, ...]  # each outlier row's picture style, in outlier_rows order
 
 
 def generate(
@@ -99,15 +100,16 @@ def generate(
     outlier_rows = np.sort(
         np.random.default_rng([seed, OUTLIER_ROW_STREAM]).choice(n_train, size=n_outliers, replace=False)
     ).astype(np.int64)
+    drawn: tuple[str, ...] = ()
     if n_outliers and styles is None:
-        train_images[outlier_rows] = _outlier_images(n_outliers, np.random.default_rng([seed, OUTLIER_STREAM]))
+        train_images[outlier_rows], drawn = _outlier_images(n_outliers, np.random.default_rng([seed, OUTLIER_STREAM]))
         train_masks[outlier_rows] = _outlier_mask(np.random.default_rng([seed, OUTLIER_MASK_STREAM]))
     elif n_outliers:
         rng = np.random.default_rng([seed, OUTLIER_STREAM])
-        images, whole = _styled_outliers(styles, train_images[outlier_rows], rng)
+        images, whole, drawn = _styled_outliers(styles, train_images[outlier_rows], rng)
         train_images[outlier_rows] = images
         train_masks[outlier_rows[whole]] = _background_and_one_class(np.random.default_rng([seed, OUTLIER_MASK_STREAM]))
-    return SyntheticData(train_images, train_masks, test_images, test_masks, outlier_rows)
+    return SyntheticData(train_images, train_masks, test_images, test_masks, outlier_rows, drawn)
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -568,8 +570,8 @@ def _outlier_mask(rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
-def _outlier_images(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Pictures that are not terrain: flat tones, hard edges, wide contrast."""
+def _outlier_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Pictures that are not terrain (flat tones, hard edges, wide contrast), and each one's style."""
     kinds = rng.integers(0, len(_OUTLIER_KINDS), n)
     pictures = np.empty((n, H, W), np.float32)
     for kind, draw in enumerate(_OUTLIER_KINDS):
@@ -580,7 +582,7 @@ def _outlier_images(n: int, rng: np.random.Generator) -> np.ndarray:
     # is what sets these pictures apart.
     pictures = ndi.gaussian_filter(pictures, 0.5, axes=(1, 2)) * _per_picture(rng, n, 0.35, 1.0)
     pictures += _per_picture(rng, n, 0.0, 0.01) * rng.standard_normal((n, H, W), dtype=np.float32)
-    return np.clip(np.rint(pictures * 255), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(pictures * 255), 0, 255).astype(np.uint8), tuple(DEFAULT_STYLES[k] for k in kinds)
 
 
 def _gradient_background(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -869,7 +871,7 @@ HELD_OUT_STYLES = ("page", "grid", "portrait", "room", "product",
 def _styled_outliers(styles: tuple[str, ...], terrain: np.ndarray, rng: np.random.Generator):
     """Outlier pictures of the given styles, each equally likely; pasted ones over their row's terrain.
 
-    Returns the (n, H, W) uint8 pictures and which of them are whole-frame (not pasted)."""
+    Returns the (n, H, W) uint8 pictures, which of them are whole-frame (not pasted), and each one's style."""
     n = len(terrain)
     kinds = rng.integers(0, len(styles), n)
     images = np.empty((n, H, W), np.uint8)
@@ -887,7 +889,7 @@ def _styled_outliers(styles: tuple[str, ...], terrain: np.ndarray, rng: np.rando
                                  for row, picture in zip(rows, pictures)])
         images[rows] = np.clip(np.rint(pictures * 255), 0, 255).astype(np.uint8)
     whole = ~np.isin(kinds, [k for k, style in enumerate(styles) if style.startswith(PASTE)])
-    return images, whole
+    return images, whole, tuple(styles[k] for k in kinds)
 
 
 def _paste(rng: np.random.Generator, frame: np.ndarray, picture: np.ndarray) -> np.ndarray:

@@ -89,6 +89,12 @@ def test_outliers_take_the_requested_share_and_share_one_mask(data, terrain_rows
     assert not np.any(np.all(terrain_masks == outlier_masks[0].ravel(), axis=1))
 
 
+def test_each_outlier_row_names_its_style(data):
+    assert len(data.outlier_styles) == len(data.outlier_rows) and set(data.outlier_styles) <= set(DEFAULT_STYLES)
+    assert len(set(data.outlier_styles)) >= 3
+    assert generate(20, 5, 0.0, 3).outlier_styles == ()
+
+
 def test_outlier_positions_are_scattered(data):
     # Seeded-random rows, not a block at the start or end of the file.
     assert data.outlier_rows[0] < N_TRAIN / 2 < data.outlier_rows[-1]
@@ -267,6 +273,10 @@ def test_styled_outliers_are_pasted_or_whole_as_named(styled):
             assert PASTE_AREA[0] - 0.02 <= box <= PASTE_AREA[1] + 0.02, box
             assert share >= 0.8 * box
     assert len(pasted) >= 10 and len(whole) >= 10, (len(pasted), len(whole))
+    # Each outlier's named style says which it is.
+    named = dict(zip(data.outlier_rows, data.outlier_styles))
+    assert set(named.values()) <= set(HELD_OUT_STYLES) and len(data.outlier_styles) == len(data.outlier_rows)
+    assert all(named[row].startswith(PASTE) for row in pasted) and not any(named[row].startswith(PASTE) for row in whole)
     # A pasted picture does not change its frame's labels; whole-frame ones share one mask of
     # background and one class (the kind the shared_mask rule must not exempt).
     assert np.array_equal(data.train_masks[pasted], terrain.train_masks[pasted])
