@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
 import warnings
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
