@@ -87,11 +87,11 @@ def test_queued_grid_runs_every_combination_into_one_mlflow_store(pipeline_basel
 
 def test_preset_runs_as_an_experiment_and_tags_its_mlflow_run(pipeline_baseline, tmp_path):
     root = copy_pipeline(pipeline_baseline, tmp_path / "repo")
-    (root / "presets/tiny-test.yaml").write_text("model:\n  arch: attention_unet\n  base_filters: 4\n")
+    (root / "presets/tiny-test.yaml").write_text("model:\n  base_filters: 2\n")
     commit_all(root, "tiny preset")
     result = run(root, "marsseg", "exp", "tiny-test")
     assert "train" in stages_run(result.stdout)
-    assert yaml.safe_load((root / "params.yaml").read_text())["model"]["arch"] == "attention_unet"
+    assert yaml.safe_load((root / "params.yaml").read_text())["model"]["base_filters"] == 2
     with sqlite3.connect(root / "mlflow.db") as db:
         tags = db.execute("select value from tags where key = 'preset'").fetchall()
     assert ("tiny-test",) in tags
