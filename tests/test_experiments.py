@@ -27,19 +27,6 @@ def mlflow_run_names(root: Path) -> list[str]:
         return [name for (name,) in db.execute("select name from runs where status = 'FINISHED'")]
 
 
-def test_param_change_reruns_only_downstream_and_going_back_restores_from_run_cache(pipeline_baseline, tmp_path):
-    root = copy_pipeline(pipeline_baseline, tmp_path / "repo")
-    model_md5 = locked_md5(root, "train", "models/model.keras")
-
-    deeper = run(root, "dvc", "exp", "run", "-S", "model.depth=4")
-    assert stages_run(deeper.stdout) == {"train", "evaluate", "submit"}
-
-    back = run(root, "dvc", "exp", "run", "-S", "model.depth=3")
-    assert "train" not in stages_run(back.stdout)
-    assert "Stage 'train' is cached - skipping run" in back.stdout
-    assert locked_md5(root, "train", "models/model.keras") == model_md5
-
-
 def test_run_cache_pushed_from_one_clone_spares_training_in_another(pipeline_baseline, tmp_path):
     clone_a = copy_pipeline(pipeline_baseline, tmp_path / "a")
     remote = tmp_path / "remote"
@@ -85,16 +72,24 @@ def test_queued_grid_runs_every_combination_into_one_mlflow_store(pipeline_basel
                                      ("unet3p", "weighted_ce"), ("unet3p", "focal+dice")])
 
 
-def test_preset_runs_as_an_experiment_and_tags_its_mlflow_run(pipeline_baseline, tmp_path):
+def test_preset_reruns_only_downstream_tags_its_mlflow_run_and_going_back_restores_from_run_cache(
+        pipeline_baseline, tmp_path):
     root = copy_pipeline(pipeline_baseline, tmp_path / "repo")
-    (root / "presets/tiny-test.yaml").write_text("model:\n  base_filters: 2\n")
+    model_md5 = locked_md5(root, "train", "models/model.keras")
+    (root / "presets/tiny-test.yaml").write_text("model:\n  depth: 4\n")
     commit_all(root, "tiny preset")
-    result = run(root, "marsseg", "exp", "tiny-test")
-    assert "train" in stages_run(result.stdout)
-    assert yaml.safe_load((root / "params.yaml").read_text())["model"]["base_filters"] == 2
+
+    deeper = run(root, "marsseg", "exp", "tiny-test")
+    assert stages_run(deeper.stdout) == {"train", "evaluate", "submit"}
+    assert yaml.safe_load((root / "params.yaml").read_text())["model"]["depth"] == 4
     with sqlite3.connect(root / "mlflow.db") as db:
         tags = db.execute("select value from tags where key = 'preset'").fetchall()
     assert ("tiny-test",) in tags
+
+    back = run(root, "dvc", "exp", "run", "-S", "model.depth=3")
+    assert "train" not in stages_run(back.stdout)
+    assert "Stage 'train' is cached - skipping run" in back.stdout
+    assert locked_md5(root, "train", "models/model.keras") == model_md5
 
 
 def test_ci_check_fails_with_a_table_when_a_committed_metric_was_altered(pipeline_baseline, tmp_path):
