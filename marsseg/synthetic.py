@@ -885,14 +885,14 @@ def _styled_outliers(styles: tuple[str, ...], terrain: np.ndarray, rng: np.rando
         pictures += _per_picture(rng, rows.size, 0.0, 0.01) * rng.standard_normal(pictures.shape, dtype=np.float32)
         pictures = np.clip(pictures, 0, 1)
         if style.startswith(PASTE):
-            pictures = np.stack([_paste(rng, terrain[row] / np.float32(255), picture)
+            pictures = np.stack([paste(rng, terrain[row] / np.float32(255), picture)
                                  for row, picture in zip(rows, pictures)])
         images[rows] = np.clip(np.rint(pictures * 255), 0, 255).astype(np.uint8)
     whole = ~np.isin(kinds, [k for k, style in enumerate(styles) if style.startswith(PASTE)])
     return images, whole, tuple(styles[k] for k in kinds)
 
 
-def _paste(rng: np.random.Generator, frame: np.ndarray, picture: np.ndarray) -> np.ndarray:
+def paste(rng: np.random.Generator, frame: np.ndarray, picture: np.ndarray) -> np.ndarray:
     """``picture`` shrunk into a rectangle covering PASTE_AREA of ``frame``, at a random place."""
     area = rng.uniform(*PASTE_AREA) * H * W
     height = int(np.clip(round(math.sqrt(area / rng.uniform(1.0, 3.0))), area / W, H))
