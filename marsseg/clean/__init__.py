@@ -36,14 +36,13 @@ rows, each switchable in ``clean.rules``:
     pasted over part of a frame) can stay. ``benchmarks/clean_synthetic.py`` measures it on the
     outlier styles it was developed with and, separately, on styles it never saw (pages, grids,
     portraits, rooms, product shots, whole and pasted over 30-60% of a frame): on generator seeds
-    41-70, never looked at while developing, this rule alone finds 92.7% of them at precision 0.984,
-    short of the 95% it aims at (whole grids and portraits are what it misses), so keep
-    ``shared_mask`` on with it: all rules find 98.5%. Real photographs are found as whole frames and
-    pasted alike (``benchmarks/clean_real_mix.py``: 98.7% of them among 700 AI4Mars terrain rows), but
-    a small real set loses more terrain: a rare kind of view (rover hardware, a horizon) has no similar
-    rows left and looks like an outlier group, 1.6-2.3 of 700 terrain rows per set against 2 of the
-    whole file's 5,400. A higher ``min_isolation`` (3.0) removes a third as many and finds fewer
-    pictures by their content alone.
+    71-100, measured once, this rule alone finds 88.2% of them at precision 0.989, short of the 95% it
+    aims at (whole grids and portraits are what it misses), so keep ``shared_mask`` on with it: all
+    rules find 97.7% at precision 0.990. ``min_isolation`` is 3.0 for real data: real photographs are
+    found whole and pasted alike (``benchmarks/clean_real_mix.py``: 97-99% of them among 700 AI4Mars
+    terrain rows, at precision 0.98), while at 2.5 such a small real set lost 1.6-2.3 of its 700
+    terrain rows: a rare kind of view (rover hardware, a horizon) has no similar rows left there and
+    lies as far from the rest as an outlier group.
 ``shared_mask``
     Masks repeated byte for byte in more than ``max_mask_repeats`` rows, unless trivial. Trivial
     masks recur naturally: all background, or fewer than ``min_mask_classes`` labelled classes with
