@@ -1,8 +1,14 @@
 """Rerun the default pipeline from scratch and diff its metrics with the committed ones (CI's check).
 
 Every metric is compared with the value committed in git (``dvc metrics diff``); a move beyond
-``ci.tolerance`` fails. Metrics files hold no wall-clock times (those live in ``logs/<stage>.json``, not a
-DVC output), so ``ci.ignore`` is left for results that legitimately differ between machines.
+``ci.tolerance`` fails, unless the metric has a 95% bootstrap interval (``<name>_ci_low`` and
+``<name>_ci_high`` beside it) and each run's value lies inside the other run's interval: the two
+models are then indistinguishable on these validation images. A machine of the same kind reproduces
+every metric exactly; one with another instruction set (AVX-512 against AVX2) trains along a
+different float path and lands elsewhere inside the interval (README, "CI reproduces the committed
+metrics"). An interval's bounds pass or fail with their metric. Metrics files hold no wall-clock
+times (those live in ``logs/<stage>.json``, not a DVC output), so ``ci.ignore`` is left for results
+that legitimately differ between machines (file hashes).
 
     marsseg reproduce                # dvc repro --force, then compare
     marsseg reproduce --compare-only
@@ -34,8 +40,12 @@ def metrics_diff(revision: str) -> dict:
     return {path: metrics for path, metrics in json.loads(result.stdout or "{}").items() if path in in_git}
 
 
+INTERVAL_BOUNDS = ("_ci_low", "_ci_high")
+
+
 def moved_metrics(diff: dict, tolerance: float, ignore: list[str]) -> list[tuple[str, str, object, object]]:
-    """(file, metric, committed, reproduced) for each numeric metric that moved beyond the tolerance.
+    """(file, metric, committed, reproduced) for each numeric metric that moved beyond the tolerance
+    and, where it has a bootstrap interval, outside the intervals (``consistent_within_intervals``).
 
     A metric missing on either side counts as moved: a committed number nobody reproduces proves nothing.
     """
@@ -45,13 +55,39 @@ def moved_metrics(diff: dict, tolerance: float, ignore: list[str]) -> list[tuple
             if any(fnmatch.fnmatch(name, pattern) for pattern in ignore):
                 continue
             old, new = values.get("old"), values.get("new")
-            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (old, new))
-            if numbers and abs(new - old) <= tolerance:
+            if _is_number(old) and _is_number(new) and abs(new - old) <= tolerance:
                 continue
             if old == new:
                 continue
+            base = _interval_metric(name, metrics)
+            if base is not None and consistent_within_intervals(metrics, base):
+                continue
             moved.append((path, name, old, new))
     return moved
+
+
+def consistent_within_intervals(metrics: dict, name: str) -> bool:
+    """Whether each run's ``name`` lies inside the other run's 95% interval (both sides numeric)."""
+    low, high = (metrics.get(name + bound, {}) for bound in INTERVAL_BOUNDS)
+    value = metrics.get(name, {})
+    sides = [(value.get(side), low.get(side), high.get(side)) for side in ("old", "new")]
+    if not all(_is_number(number) for side in sides for number in side):
+        return False
+    (old, old_low, old_high), (new, new_low, new_high) = sides
+    return old_low <= new <= old_high and new_low <= old <= new_high
+
+
+def _interval_metric(name: str, metrics: dict) -> str | None:
+    """The metric whose interval ``name`` belongs to (itself, or the metric a bound bounds), if it has one."""
+    for bound in INTERVAL_BOUNDS:
+        if name.endswith(bound):
+            name = name[: -len(bound)]
+            break
+    return name if all(name + bound in metrics for bound in INTERVAL_BOUNDS) and name in metrics else None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def format_table(moved: list[tuple]) -> str:

@@ -99,7 +99,7 @@ def test_ci_check_fails_with_a_table_when_a_committed_metric_was_altered(pipelin
     metrics_file = root / "metrics/evaluate.json"
     reproduced = metrics_file.read_text()
     altered = json.loads(reproduced)
-    altered["val_miou"] += 0.1
+    altered["val_miou"] = altered["val_miou_ci_high"] + 0.1  # beyond the tolerance and the interval
     metrics_file.write_text(json.dumps(altered))
     commit_all(root, "claim a better score than the pipeline gives")
     metrics_file.write_text(reproduced)
@@ -117,3 +117,23 @@ def test_moved_metrics_respects_tolerance_and_ignore_patterns():
     moved = moved_metrics(diff, tolerance=0.02, ignore=["*seconds*"])
     assert [(path, name) for path, name, *_ in moved] == [
         ("metrics/evaluate.json", "val_iou_sand"), ("metrics/submit.json", "rows")]
+
+
+def interval_diff(old: tuple[float, float, float], new: tuple[float, float, float]) -> dict:
+    """A dvc metrics diff of val_miou and its interval: (value, low, high) committed and reproduced."""
+    names = ("val_miou", "val_miou_ci_low", "val_miou_ci_high")
+    return {"metrics/evaluate.json": {name: {"old": o, "new": n} for name, o, n in zip(names, old, new)}}
+
+
+def test_a_metric_beyond_the_tolerance_passes_only_inside_both_intervals():
+    # Another instruction set's model: 0.03 apart, each value inside the other's interval.
+    other_machine = interval_diff((0.343, 0.296, 0.388), (0.371, 0.329, 0.409))
+    assert moved_metrics(other_machine, tolerance=0.02, ignore=[]) == []
+    # The reproduced value inside the committed interval, but the committed claim outside the reproduced one.
+    overclaimed = interval_diff((0.40, 0.30, 0.41), (0.343, 0.296, 0.388))
+    assert [name for _, name, *_ in moved_metrics(overclaimed, tolerance=0.02, ignore=[])] == [
+        "val_miou", "val_miou_ci_high"]
+    # A bound without its metric is compared by the tolerance alone.
+    bounds_only = {"metrics/evaluate.json": {"val_miou_ci_low": {"old": 0.30, "new": 0.33},
+                                             "val_miou_ci_high": {"old": 0.39, "new": 0.41}}}
+    assert len(moved_metrics(bounds_only, tolerance=0.02, ignore=[])) == 1
