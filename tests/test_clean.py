@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import ndimage as ndi
 from sklearn.metrics import roc_auc_score
 
 from marsseg import IMAGE_SHAPE
@@ -19,7 +20,7 @@ from marsseg.errors import UserError
 from marsseg.clean import CleanWarning, find_outliers, remove_outliers, find as clean_find
 from marsseg.clean.embedding import Embedding
 from marsseg.clean.features import image_features
-from marsseg.clean.tiles import _best_run, edge_lines, texture_lines
+from marsseg.clean.tiles import MEDIAN_CHUNK, _best_run, _running_median, edge_lines, texture_lines
 from marsseg.clean.rules import Evidence, degenerate_rule, isolation_scores, shared_mask_rule
 from marsseg.clean.space import FeatureSpace
 from marsseg.config import CleanConfig, read_params, validate_group
@@ -224,6 +225,18 @@ def test_best_run_is_the_best_mean_over_every_run_of_its_length():
         expected = [max(values[i, line, start:start + length].mean() for line in range(4)
                         for start in range(21 - length)) for i in range(3)]
         assert np.allclose(_best_run(values, length), expected)
+
+
+@pytest.mark.parametrize("shape", [(MEDIAN_CHUNK + 3, 5, 127), (2, 3, 4), (1, 1, 1)])
+def test_running_median_is_ndimage_median_filter(shape):
+    """Exact, with ties, lines shorter than the window and a last chunk of fewer frames."""
+    rng = np.random.default_rng(1)
+    for values in (rng.normal(size=shape).astype(np.float32), rng.integers(0, 4, shape).astype(np.float32)):
+        expected = ndi.median_filter(values, size=(1, 1, 9), mode="nearest")
+        np.testing.assert_array_equal(_running_median(values), expected)
+    transposed = rng.normal(size=shape[::-1]).astype(np.float32).transpose(2, 1, 0)  # not contiguous
+    expected = ndi.median_filter(transposed, size=(1, 1, 9), mode="nearest")
+    np.testing.assert_array_equal(_running_median(transposed), expected)
 
 
 def test_partial_frame_features_rank_pasted_pictures_above_terrain():
