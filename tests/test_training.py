@@ -205,6 +205,25 @@ def fitted(tmp_path, **train_overrides):
     return result, val
 
 
+def test_fit_traces_the_train_step_once():
+    # Tracing, not computing, is most of a tiny training: optimizer variables first made inside the traced
+    # step would make TensorFlow trace it a second time (the last, partial batch must not either).
+    from marsseg.losses import build_loss
+    from marsseg.models import build_model
+    from marsseg.train.data import eval_dataset, train_dataset
+    from marsseg.train.loop import compiled_model, iou_metrics
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    rows, val = blocky_terrain(20, seed=1), blocky_terrain(12, seed=2)
+    model = compiled_model(lambda: build_model({**params["model"], **TINY_PARAMS["model"]}, seed=0),
+                           build_loss(params["loss"]), train_config(batch_size=8), 3, metrics=iou_metrics())
+    traced, step = [], model.train_step
+    model.train_step = lambda batch: traced.append(batch) or step(batch)
+    model.fit(train_dataset(rows.images, rows.masks, 8, 0, 0, 2), steps_per_epoch=3, epochs=2,
+              validation_data=eval_dataset(val.images, val.masks, 8), verbose=0)
+    assert len(traced) == 1
+
+
 def validated_miou(model, val) -> float:
     from marsseg.train.data import eval_dataset
     from marsseg.train.loop import iou_metrics

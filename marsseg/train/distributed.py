@@ -60,7 +60,7 @@ def train(model_builder, loss, train_set, val_set, train, seed: int, checkpoint:
     import keras
     import tensorflow as tf
 
-    from marsseg.train.loop import TrainResult, iou_metrics, optimizer
+    from marsseg.train.loop import TrainResult, compiled_model, iou_metrics
 
     started = time.perf_counter()
     strategy = distribution_strategy("multiworker")
@@ -73,8 +73,7 @@ def train(model_builder, loss, train_set, val_set, train, seed: int, checkpoint:
     best = BestOnly(checkpoint.folder)
 
     with strategy.scope():
-        model = model_builder()
-        model.compile(optimizer=optimizer(train, steps), loss=loss)
+        model = compiled_model(model_builder, loss, train, steps)
 
     sharding = tf.data.Options()
     sharding.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
