@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import marsseg  # noqa: F401  (first: it sets TensorFlow's environment before TensorFlow loads)
 import keras
 import numpy as np
 

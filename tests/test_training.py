@@ -3,6 +3,7 @@ its levers: precision, learning-rate schedules, weight averaging."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -222,6 +223,19 @@ def test_fit_traces_the_train_step_once():
     model.fit(train_dataset(rows.images, rows.masks, 8, 0, 0, 2), steps_per_epoch=3, epochs=2, shuffle=False,
               validation_data=eval_dataset(val.images, val.masks, 8), verbose=0)
     assert len(traced) == 1
+
+
+@pytest.mark.parametrize("user_setting, enabled", [(None, True), ("0", False)])
+def test_importing_marsseg_turns_tensorflows_onednn_kernels_on_unless_the_user_chose(user_setting, enabled):
+    # TensorFlow enables oneDNN by itself only on CPUs with AVX-512 VNNI / BF16 / AMX: on AVX2-only ones
+    # every training ran on Eigen's kernels, about 2x slower (benchmarks/train.py --onednn-ratio).
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if user_setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = user_setting
+    probe = ("import os, marsseg, tensorflow; from tensorflow.python.util import _pywrap_util_port as port; "
+             "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], port.IsMklEnabled())")
+    shown = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert shown.stdout.split() == [user_setting or "1", str(enabled)]
 
 
 def validated_miou(model, val) -> float:
