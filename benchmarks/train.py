@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from marsseg.config import load_config, read_params, validate
+from marsseg.errors import stage_main
 from marsseg.losses import build_loss
 from marsseg.models import build_model
 from marsseg.models.flops import forward_gflops_per_image
@@ -113,6 +114,7 @@ def onednn_ratio(args) -> None:
     print(f"oneDNN on / off speed-up: {max(rates['1']) / max(rates['0']):.2f}x")
 
 
+@stage_main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", help="measure presets/<name>.yaml's model and loss (e.g. cpu-best)")
@@ -125,11 +127,11 @@ def main() -> None:
                         help="train-stage pipeline with TensorFlow's oneDNN kernels off and on (child processes)")
     parser.add_argument("--pipeline-only", action="store_true", help=argparse.SUPPRESS)  # --onednn-ratio's child
     args = parser.parse_args()
-    if args.onednn_ratio:
-        onednn_ratio(args)
-        return
 
     cfg = validate(merged(read_params(), load_preset(args.preset))) if args.preset else load_config()
+    if args.onednn_ratio:  # after the params check: a bad --preset is one line here, not in each child
+        onednn_ratio(args)
+        return
     keras.utils.set_random_seed(cfg.seed)
     data = generate(n_train=args.images, n_test=1, outlier_fraction=0.0, seed=0)
     images, masks = data.train_images, data.train_masks
