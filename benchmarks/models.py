@@ -18,6 +18,7 @@ import marsseg  # noqa: F401  (first: it sets TensorFlow's environment before Te
 import keras
 import numpy as np
 
+from arguments import positive_int
 from marsseg import IMAGE_SHAPE, NUM_CLASSES
 from marsseg.losses import build_loss
 from marsseg.models import ARCHITECTURES, build_model
@@ -78,8 +79,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES), choices=list(ARCHITECTURES))
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--batches", type=int, default=3, help="timed batches per arch, after one warm-up")
+    parser.add_argument("--batch", type=positive_int, default=32)
+    parser.add_argument("--batches", type=positive_int, default=3, help="timed batches per arch, after one warm-up")
     parser.add_argument("--profiler", action="store_true", help="cross-check FLOPs with the TF profiler")
     args = parser.parse_args()
 

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from arguments import positive_int
 from marsseg.config import load_config, read_params, validate
 from marsseg.errors import stage_main
 from marsseg.losses import build_loss
@@ -118,9 +119,9 @@ def onednn_ratio(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", help="measure presets/<name>.yaml's model and loss (e.g. cpu-best)")
-    parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--images", type=positive_int, default=512)
+    parser.add_argument("--batch", type=positive_int, default=32)
+    parser.add_argument("--rounds", type=positive_int, default=2)
     parser.add_argument("--no-bf16", action="store_true", help="skip the mixed-bfloat16 row")
     parser.add_argument("--force-bf16", action="store_true", help="run the bf16 row even where it is emulated")
     parser.add_argument("--onednn-ratio", action="store_true",

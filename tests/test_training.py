@@ -228,7 +228,7 @@ def test_fit_traces_the_train_step_once():
 @pytest.mark.parametrize("user_setting, enabled", [(None, True), ("0", False)])
 def test_importing_marsseg_turns_tensorflows_onednn_kernels_on_unless_the_user_chose(user_setting, enabled):
     # TensorFlow enables oneDNN by itself only on CPUs with AVX-512 VNNI / BF16 / AMX: on AVX2-only ones
-    # every training ran on Eigen's kernels, about 2x slower (benchmarks/train.py --onednn-ratio).
+    # every training ran on Eigen's kernels, about 1.8x slower (benchmarks/train.py --onednn-ratio).
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if user_setting is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = user_setting
