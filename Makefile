@@ -46,8 +46,8 @@ ensemble: $(VENV)/installed  ## average the TOP= best logged models into a submi
 restore: $(VENV)/installed  ## restore trained stages from the DVC remote's run-cache instead of training
 	marsseg restore $(ARGS)
 
-submit-check: $(VENV)/installed  ## validate a submission file, e.g. make submit-check FILE=submission/submission.csv
-	marsseg submit-check $(FILE) --dataset $(or $(DATASET),data/clean/dataset.npz)
+submit-check: $(VENV)/installed  ## validate a submission file: FILE= (default: the submit stage's submission/submission.csv)
+	marsseg submit-check $(or $(FILE),submission/submission.csv) --dataset $(or $(DATASET),data/clean/dataset.npz)
 
 ci-reproduce: $(VENV)/installed  ## rerun the default pipeline from scratch and compare with the committed metrics
 	marsseg reproduce

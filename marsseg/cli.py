@@ -48,7 +48,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         help_text = _summary(module_name)
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        # argparse %-formats a command's help ("%(prog)s"): a literal "95%" must reach it as "95%%".
+        sub = commands.add_parser(name, help=help_text.replace("%", "%%"), description=help_text)
         if name == command:
             importlib.import_module(module_name).add_arguments(sub)
     return parser

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from marsseg.errors import UserError
 from marsseg.submission import PIXELS, check_submission, read_test_array
@@ -15,9 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> None:
+    if args.rows is not None and args.rows < 0:
+        raise UserError(f"--rows must be a non-negative integer, got {args.rows}")
+    if not Path(args.file).is_file():  # the file named is checked before the data set it is compared with
+        raise UserError(f"{args.file}: file not found")
     expected = args.rows if args.rows is not None else (len(read_test_array(args.dataset)[1]) if args.dataset else None)
-    if expected is not None and expected < 0:
-        raise UserError(f"--rows must be a non-negative integer, got {expected}")
     summary = check_submission(args.file, expected)
     fractions = ", ".join(f"{name} {value:.4f}" for name, value in summary.class_fractions.items())
     print(f"OK {args.file}: {summary.rows} rows x {PIXELS} pixels, md5 {summary.md5}")

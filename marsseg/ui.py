@@ -10,9 +10,16 @@ from marsseg.errors import UserError
 from marsseg.tracking import tracking_uri
 
 
+def port_number(text: str) -> int:
+    """A TCP port to listen on: a bad one is refused here, not by a traceback from inside MLflow's server."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--port", type=port_number, default=5000)
 
 
 def run(args) -> int:

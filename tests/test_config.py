@@ -243,3 +243,24 @@ def test_marsseg_exp_without_a_preset_names_the_known_ones(capsys):
     assert main(["exp"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: marsseg exp: name a preset") and "cpu-small" in err and "\n" not in err
+
+
+def test_marsseg_help_lists_every_command_with_its_summary(capsys):
+    from marsseg.cli import COMMANDS, main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"])
+    assert stopped.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps the summaries
+    assert all(name in out for name in COMMANDS)
+    assert "with 95% intervals" in out  # a literal % in a summary is not taken for a format
+
+
+@pytest.mark.parametrize("port", ["0", "99999", "-1", "x"])
+def test_marsseg_ui_refuses_a_bad_port_in_one_line_before_starting_mlflow(port, capsys):
+    from marsseg.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["ui", "--port", port])
+    assert stopped.value.code == 2
+    assert f"argument --port: {port!r} is not a port number (1-65535)" in capsys.readouterr().err

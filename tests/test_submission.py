@@ -96,6 +96,12 @@ def test_cli_ok_and_error(good_file, tmp_path, capsys):
     assert err == f"error: {good_file}: 5 rows but 6 expected (one per test image)"
 
 
+def test_cli_names_a_missing_submission_before_a_missing_data_set(tmp_path, capsys):
+    missing = tmp_path / "nope.csv"
+    assert marsseg_cli(["submit-check", str(missing), "--dataset", str(tmp_path / "absent.npz")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {missing}: file not found"
+
+
 def tiny_model(path):
     """Two convolutions to a 5-class softmax: stands in for the trained model."""
     import keras
