@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ai4mars import DEFAULT_DATA, load_rows  # benchmarks/ai4mars.py, beside this script
+from arguments import count_or_zero
 from marsseg.augment import augment_dataset
 from marsseg.config import load_config
 
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=4500)
+    parser.add_argument("--rows", type=count_or_zero, default=4500, help="first N rows only (0: all)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
     data = load_rows(args.data, args.rows)

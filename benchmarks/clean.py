@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ai4mars import DEFAULT_DATA, load_rows
+from arguments import count_or_zero
 from marsseg.clean import find_outliers
 from marsseg.config import load_config
 
@@ -41,8 +42,8 @@ def photographs(masks: np.ndarray) -> np.ndarray:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=0, help="first N rows only (0: all)")
-    parser.add_argument("--n-jobs", type=int, default=0, help="threads (0: clean.n_jobs from params.yaml)")
+    parser.add_argument("--rows", type=count_or_zero, default=0, help="first N rows only (0: all)")
+    parser.add_argument("--n-jobs", type=count_or_zero, default=0, help="threads (0: clean.n_jobs from params.yaml)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
     data = load_rows(args.data, args.rows)

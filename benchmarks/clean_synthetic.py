@@ -35,15 +35,22 @@ import numpy as np
 from marsseg.clean import CleanWarning, find_outliers
 from marsseg.config import load_config
 from marsseg.datasets import LabelledSet
+from marsseg.errors import stage_main
 from marsseg.synthetic import HELD_OUT_STYLES, TUNING_STYLES, generate
+
+from arguments import positive_ints, seed_range
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLE_SETS = {"default": None, "tuning": TUNING_STYLES, "held-out": HELD_OUT_STYLES}
 
 
-def seed_list(text: str) -> list[int]:
-    first, _, last = text.partition("-")
-    return list(range(int(first), int(last or first) + 1))
+def style_sets(text: str) -> list[str]:
+    """Comma-separated names of ``STYLE_SETS``, all checked before any data set is drawn."""
+    names = text.split(",")
+    unknown = [name for name in names if name not in STYLE_SETS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown set {unknown[0]!r}; known: {', '.join(STYLE_SETS)}")
+    return names
 
 
 def counts(removed: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -83,11 +90,12 @@ def evaluate(config, seed: int, rows: int, fraction: float, rock_fraction: float
     return np.stack([counts(every.removed, truth), counts(alone.removed, truth)])
 
 
+@stage_main
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default="default,tuning,held-out", help=f"any of {', '.join(STYLE_SETS)}")
-    parser.add_argument("--seeds", type=seed_list, default=seed_list("1-4"), help="generator seeds, e.g. 1-4")
-    parser.add_argument("--rows", default="500", help="training rows per data set, comma-separated")
+    parser.add_argument("--sets", type=style_sets, default=list(STYLE_SETS), help=f"any of {', '.join(STYLE_SETS)}")
+    parser.add_argument("--seeds", type=seed_range, default=seed_range("1-4"), help="generator seeds, e.g. 1-4")
+    parser.add_argument("--rows", type=positive_ints, default=[500], help="training rows per data set, comma-separated")
     args = parser.parse_args()
     cfg = load_config(ROOT / "params.yaml")
     synthetic = cfg.data.synthetic
@@ -95,11 +103,8 @@ def main() -> int:
 
     print(f"{'set':<9}{'seed':>5}{'rows':>6}{'outliers':>9} | {'all rules P':>11}{'R':>7} | "
           f"{'embedding only P':>16}{'R':>7}")
-    for name in args.sets.split(","):
-        if name not in STYLE_SETS:
-            print(f"error: --sets: unknown set {name!r}; known: {', '.join(STYLE_SETS)}", file=sys.stderr)
-            return 2
-        cases = [(seed, int(rows)) for rows in args.rows.split(",") for seed in args.seeds]
+    for name in args.sets:
+        cases = [(seed, rows) for rows in args.rows for seed in args.seeds]
         if name == "default":  # the pipeline's own data set first
             cases.insert(0, (cfg.seed, synthetic.n_train))
         tallies, found_by_style = [], defaultdict(lambda: np.zeros(3, int))

@@ -24,6 +24,7 @@ from marsseg.losses import build_loss
 from marsseg.models import ARCHITECTURES, build_model
 from marsseg.models.flops import model_macs
 from marsseg.config import load_config, validate_group
+from marsseg.errors import stage_main
 
 INPUT_SHAPE = (*IMAGE_SHAPE, 1)
 
@@ -75,6 +76,7 @@ def print_table(rows: list[dict]) -> None:
         print("| " + " | ".join(fmt.format(row[key]) for key, _, fmt in columns) + " |")
 
 
+@stage_main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")

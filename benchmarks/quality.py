@@ -28,10 +28,13 @@ from pathlib import Path
 import yaml
 
 from marsseg import CLASS_NAMES, SCORED_CLASSES
+from marsseg.config import validate
+from marsseg.errors import UserError, stage_main
 from marsseg.params import flatten
 from marsseg.presets import merged, set_param_args
 
 from ai4mars import DEFAULT_DATA
+from arguments import count_or_zero, positive_int
 from scratch import LIGHT_AUGMENTATION, REPO, read_json, run_logged, scratch_copy
 
 PRESETS = REPO / "presets"
@@ -83,7 +86,9 @@ def parse_set(pairs: list[str]) -> dict:
     """``["train.epochs=3"]`` -> ``{"train": {"epochs": 3}}`` (values parsed as YAML)."""
     nested: dict = {}
     for pair in pairs:
-        key, _, value = pair.partition("=")
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise UserError(f"--set {pair}: use KEY=VALUE, e.g. train.epochs=3")
         *groups, last = key.split(".")
         node = nested
         for group in groups:
@@ -132,14 +137,15 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@stage_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["default", "strongest", "cpu-best", "bf16", "cosine",
                                                            "onecycle", "ema", "lovasz"],
                         help=f"from: {', '.join(CONFIGS)}")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--limit", type=int, default=0, help="data.limit: a seeded subset of training rows (0: all)")
-    parser.add_argument("--epochs", type=int, help="train.epochs for every configuration (default: its own)")
+    parser.add_argument("--limit", type=count_or_zero, default=0, help="data.limit: a seeded subset of training rows (0: all)")
+    parser.add_argument("--epochs", type=positive_int, help="train.epochs for every configuration (default: its own)")
     parser.add_argument("--base", metavar="PRESET", help="a preset under presets/ applied before every "
                         "configuration, for leave-one-out runs (e.g. --base cpu-best --configs base weighted-ce)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for every run")
@@ -163,21 +169,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {args.data} not found (the AI4Mars benchmark file lives outside the repository)")
         return 0
 
-    scratch = (args.scratch or Path(tempfile.mkdtemp(prefix="marsseg-quality-"))).resolve()
-    root = scratch_copy(scratch / "repo")
-    params_text = (root / "params.yaml").read_text()
     common = merged(COMMON, {"data": {"source": "npz", "path": str(args.data.resolve()), "limit": args.limit}})
     common = merged(common, preset(args.base)) if args.base else common
     last = {"train": {"epochs": args.epochs}} if args.epochs else {}
     last = merged(last, parse_set(args.set))
+    overrides = {name: merged(merged(common, CONFIGS[name][0]()), last) for name in args.configs}
+    for name, own in overrides.items():  # every configuration's params checked before anything runs
+        validate(merged(default_params(), own), f"params.yaml with configuration {name!r}")
+
+    scratch = (args.scratch or Path(tempfile.mkdtemp(prefix="marsseg-quality-"))).resolve()
+    root = scratch_copy(scratch / "repo")
+    params_text = (root / "params.yaml").read_text()
     print(f"quality: {len(args.configs)} configuration(s) in {root}; data {args.data} (limit {args.limit or 'all'})"
           + (f"; each on top of presets/{args.base}.yaml" if args.base else ""))
 
     rows, used = [], {}
     for name in args.configs:
-        overrides = merged(merged(common, CONFIGS[name][0]()), last)
-        used[name] = flatten(overrides)
-        row = run_config(root, name, overrides, params_text, scratch / f"{name}.log")
+        used[name] = flatten(overrides[name])
+        row = run_config(root, name, overrides[name], params_text, scratch / f"{name}.log")
         rows.append(row)
         (scratch / "quality.json").write_text(json.dumps(rows, indent=2))  # what is done survives a stop
         status = f"val mIoU {row['val_miou']:.4f}" if row.get("ok") else f"FAILED ({row.get('error')})"
@@ -187,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     print()
     shared = {key: value for key, value in used[args.configs[0]].items()
-              if all(overrides.get(key) == value for overrides in used.values())}
+              if all(flat.get(key) == value for flat in used.values())}
     print("every run: " + " ".join(f"{key}={json.dumps(value)}" for key, value in shared.items()))
     for name in args.configs:
         own = {key: value for key, value in used[name].items() if key not in shared}

@@ -15,6 +15,9 @@ import numpy as np
 
 from marsseg import IMAGE_SHAPE
 from marsseg.config import Config, load_config
+from marsseg.errors import stage_main
+
+from arguments import count_or_zero, positive_int
 
 COURSE_TEST_IMAGES = 10022
 
@@ -25,11 +28,12 @@ def default_model(cfg: Config):
     return build_model(cfg.model, seed=cfg.seed)
 
 
+@stage_main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=COURSE_TEST_IMAGES)
-    parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra/inter-op threads (0: all)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: submit.batch_size")
+    parser.add_argument("--images", type=positive_int, default=COURSE_TEST_IMAGES)
+    parser.add_argument("--threads", type=count_or_zero, default=2, help="TensorFlow intra/inter-op threads (0: all)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="default: submit.batch_size")
     parser.add_argument("--tta", action="store_true", help="flip TTA (two forward passes)")
     args = parser.parse_args()
 

@@ -33,8 +33,12 @@ from pathlib import Path
 
 import yaml
 
+from marsseg.config import validate
+from marsseg.errors import stage_main
+
 from ai4mars import DEFAULT_DATA
-from scratch import LIGHT_AUGMENTATION, commit, environment, read_json, scratch_copy
+from arguments import count_or_zero, positive_int
+from scratch import LIGHT_AUGMENTATION, REPO, commit, environment, read_json, scratch_copy
 
 STUDY = "trust"
 SPACE = {
@@ -47,6 +51,13 @@ SPACE = {
         "train.learning_rate": {"low": 5.0e-4, "high": 3.0e-3, "log": True},
     },
 }
+
+
+def fold_count(text: str) -> int:
+    folds = count_or_zero(text)
+    if folds == 1:
+        raise argparse.ArgumentTypeError("'1' is not a number of folds: use 0 (no cross-validation) or at least 2")
+    return folds
 
 
 def step(root: Path, title: str, *command: str) -> str:
@@ -72,26 +83,29 @@ def ensemble_gain(output: str) -> str:
     return match.group(1) if match else "-"
 
 
+@stage_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--limit", type=int, default=1500, help="data.limit: a seeded subset of training rows (0: all)")
-    parser.add_argument("--epochs", type=int, default=4, help="train.epochs of every run")
-    parser.add_argument("--trials", type=int, default=6, help="trials of the study")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="seeds besides params.yaml's")
-    parser.add_argument("--folds", type=int, default=3, help="k of the cross-validation (0: skip it)")
+    parser.add_argument("--limit", type=count_or_zero, default=1500, help="data.limit: a seeded subset of training rows (0: all)")
+    parser.add_argument("--epochs", type=positive_int, default=4, help="train.epochs of every run")
+    parser.add_argument("--trials", type=positive_int, default=6, help="trials of the study")
+    parser.add_argument("--seeds", type=count_or_zero, nargs="+", default=[1, 2], help="seeds besides params.yaml's")
+    parser.add_argument("--folds", type=fold_count, default=3, help="k of the cross-validation (0: skip it)")
     parser.add_argument("--scratch", type=Path, help="folder for the copy (default: a new temp dir)")
     args = parser.parse_args(argv)
     if not args.data.is_file():
         print(f"skipped: {args.data} not found (the AI4Mars benchmark file lives outside the repository)")
         return 0
 
-    scratch = (args.scratch or Path(tempfile.mkdtemp(prefix="marsseg-trust-"))).resolve()
-    root = scratch_copy(scratch / "repo")
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(source="npz", path=str(args.data.resolve()), limit=args.limit)
     params["augment"].update(LIGHT_AUGMENTATION)
     params["train"]["epochs"] = args.epochs
+    validate(params, "params.yaml with trust.py's settings")  # before anything is copied or run
+
+    scratch = (args.scratch or Path(tempfile.mkdtemp(prefix="marsseg-trust-"))).resolve()
+    root = scratch_copy(scratch / "repo")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "search" / f"{STUDY}.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
     print(f"trust: {root}; data {args.data} (limit {args.limit or 'all'}), {args.epochs} epochs per training")
