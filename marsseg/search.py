@@ -738,7 +738,7 @@ def run(args) -> int:
 
     if args.trials < 1 or args.jobs < 1:
         raise UserError(f"--trials and --jobs must be at least 1, got {args.trials} and {args.jobs}")
-    if args.timeout is not None and args.timeout <= 0:
+    if args.timeout is not None and not 0 < args.timeout < math.inf:  # nan fails both comparisons
         raise UserError(f"--timeout must be positive seconds, got {args.timeout}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.study):
         raise UserError(f"--study {args.study!r}: use letters, digits, '.', '_' or '-' (it names DVC experiments)")

@@ -260,3 +260,18 @@ def test_a_bad_space_stops_the_search_before_any_trial_with_one_line(tmp_path):
     assert [line for line in result.stderr.splitlines() if "error" in line.lower()] == [
         "error: search/space.yaml: unknown parameter model.depht; did you mean model.depth?"]
     assert not (root / "optuna.db").exists() and not experiment_names(root)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--trials", "0"], "error: --trials and --jobs must be at least 1, got 0 and 1"),
+    (["--timeout", "nan"], "error: --timeout must be positive seconds, got nan"),
+    (["--timeout", "inf"], "error: --timeout must be positive seconds, got inf"),
+    (["--timeout", "-5"], "error: --timeout must be positive seconds, got -5.0"),
+])
+def test_bad_search_arguments_stop_in_one_line_before_anything_opens(argv, message, tmp_path, monkeypatch, capsys):
+    from marsseg.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", *argv]) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert not list(tmp_path.iterdir())
