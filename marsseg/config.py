@@ -31,8 +31,9 @@ PARAMS_FILE = Path("params.yaml")
 
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveInt = Annotated[int, Field(ge=1)]
-NonNegative = Annotated[float, Field(ge=0)]
-Positive = Annotated[float, Field(gt=0)]
+# Finite: an unbounded float such as `-S train.learning_rate=1e999` (inf) would pass ``ge``/``gt`` and train NaNs.
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]  # a share that must leave something over
 

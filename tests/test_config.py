@@ -84,6 +84,9 @@ def test_an_unknown_augmentation_suggests_the_registered_one():
     ("clean.rules", ["embedding", "embedding"], "twice"),
     ("data.source", "csv", "unknown data source 'csv'"),
     ("seed", -1, "seed"),
+    ("train.learning_rate", float("inf"), "train.learning_rate is inf; Input should be a finite number"),
+    ("loss.smooth", float("nan"), "loss.smooth is nan"),
+    ("augment.gamma_limit", [0.8, float("inf")], "augment.gamma_limit.1 is inf; Input should be a finite number"),
 ])
 def test_a_bad_value_is_one_line_naming_the_key(path, value, expected):
     assert expected in error_of(with_change(path, value))
