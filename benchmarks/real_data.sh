@@ -16,7 +16,8 @@ common=(-S data.source=npz -S "data.path=$(realpath "$npz")" -S data.limit=1500
         -S train.epochs=10)
 run() {  # name, extra -S args...
   local name=$1; shift
-  dvc exp run -n "$name" "${common[@]}" "$@" > "$scratch/$name.log" 2>&1
+  dvc exp run -n "$name" "${common[@]}" "$@" > "$scratch/$name.log" 2>&1 ||
+    { grep -h "^error:" "$scratch/$name.log" >&2; echo "error: run $name failed; its log: $scratch/$name.log" >&2; exit 1; }
   echo "== $name: $*"
   python -c "import json; m = json.load(open('metrics/evaluate.json')); print({k: v for k, v in m.items() if 'iou' in k or 'accuracy' in k})"
   python -c "import json; m = json.load(open('metrics/clean.json')); print({k: v for k, v in m.items() if k.startswith(('rows', 'removed'))})"
