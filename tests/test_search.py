@@ -123,8 +123,12 @@ def start_search(root: Path, *args: str) -> subprocess.Popen:
 
 
 def counted_trials(root: Path, study: str) -> list:
+    url = f"sqlite:///{root / 'optuna.db'}"
     try:
-        trials = optuna.load_study(study_name=study, storage=f"sqlite:///{root / 'optuna.db'}").get_trials()
+        # Under the search's own lock: opened while a starting search creates the store's schema, the read
+        # would stamp the schema version too and one of the two would fail (UNIQUE constraint).
+        with search.storage_lock(url):
+            trials = optuna.load_study(study_name=study, storage=url).get_trials()
     except KeyError:  # the store exists but the search has not created its study yet
         return []
     return [t for t in trials if search.counts_toward_budget(t)]
