@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from marsseg import CLASS_NAMES, SCORED_CLASSES
-from marsseg.config import validate
+from marsseg.config import read_params, validate
 from marsseg.errors import UserError, stage_main
 from marsseg.params import flatten
 from marsseg.presets import merged, set_param_args
@@ -79,7 +79,7 @@ CONFIGS: dict[str, tuple] = {
 
 
 def default_params() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return read_params(REPO / "params.yaml")  # the stages' own reader: what is checked here is what they will read
 
 
 def parse_set(pairs: list[str]) -> dict:

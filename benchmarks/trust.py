@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from marsseg.config import validate
+from marsseg.config import read_params, validate
 from marsseg.errors import stage_main
 
 from ai4mars import DEFAULT_DATA
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {args.data} not found (the AI4Mars benchmark file lives outside the repository)")
         return 0
 
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = read_params(REPO / "params.yaml")
     params["data"].update(source="npz", path=str(args.data.resolve()), limit=args.limit)
     params["augment"].update(LIGHT_AUGMENTATION)
     params["train"]["epochs"] = args.epochs
