@@ -36,7 +36,7 @@ from marsseg.clean import CleanWarning, find_outliers
 from marsseg.config import load_config
 from marsseg.datasets import LabelledSet
 from marsseg.errors import stage_main
-from marsseg.synthetic import HELD_OUT_STYLES, TUNING_STYLES, generate
+from marsseg.synthetic import HELD_OUT_STYLES, MAX_IMAGES, TUNING_STYLES, generate
 
 from arguments import positive_ints, seed_range
 
@@ -51,6 +51,16 @@ def style_sets(text: str) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown set {unknown[0]!r}; known: {', '.join(STYLE_SETS)}")
     return names
+
+
+def row_counts(text: str) -> list[int]:
+    """Comma-separated training rows per data set, each within what the generator draws, all checked before
+    the first data set (a count over the limit used to fail only after the first sets had run)."""
+    rows = positive_ints(text)
+    too_many = [count for count in rows if count > MAX_IMAGES]
+    if too_many:
+        raise argparse.ArgumentTypeError(f"{too_many[0]} rows is more than the generator draws ({MAX_IMAGES})")
+    return rows
 
 
 def counts(removed: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -95,7 +105,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", type=style_sets, default=list(STYLE_SETS), help=f"any of {', '.join(STYLE_SETS)}")
     parser.add_argument("--seeds", type=seed_range, default=seed_range("1-4"), help="generator seeds, e.g. 1-4")
-    parser.add_argument("--rows", type=positive_ints, default=[500], help="training rows per data set, comma-separated")
+    parser.add_argument("--rows", type=row_counts, default=[500], help="training rows per data set, comma-separated")
     args = parser.parse_args()
     cfg = load_config(ROOT / "params.yaml")
     synthetic = cfg.data.synthetic

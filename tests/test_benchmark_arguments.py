@@ -64,6 +64,17 @@ def test_clean_synthetic_checks_every_set_name_before_drawing_any_data():
         style_sets("default,nosuch")
 
 
+def test_clean_synthetic_checks_every_row_count_against_the_generators_limit_before_drawing_any_data():
+    from clean_synthetic import row_counts
+    from marsseg.synthetic import MAX_IMAGES
+
+    assert row_counts(f"500,{MAX_IMAGES}") == [500, MAX_IMAGES]
+    with pytest.raises(argparse.ArgumentTypeError, match=f"{MAX_IMAGES + 1} rows is more than the generator draws"):
+        row_counts(f"500,{MAX_IMAGES + 1}")
+    with pytest.raises(argparse.ArgumentTypeError, match="not a comma-separated list of positive whole numbers"):
+        row_counts("500,0")
+
+
 def test_trust_refuses_one_fold_which_would_silently_skip_cross_validation():
     from trust import fold_count
 
