@@ -174,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     last = {"train": {"epochs": args.epochs}} if args.epochs else {}
     last = merged(last, parse_set(args.set))
     overrides = {name: merged(merged(common, CONFIGS[name][0]()), last) for name in args.configs}
+    defaults = default_params()
     for name, own in overrides.items():  # every configuration's params checked before anything runs
-        validate(merged(default_params(), own), f"params.yaml with configuration {name!r}")
+        validate(merged(defaults, own), f"params.yaml with configuration {name!r}")
 
     scratch = (args.scratch or Path(tempfile.mkdtemp(prefix="marsseg-quality-"))).resolve()
     root = scratch_copy(scratch / "repo")
