@@ -38,10 +38,9 @@ from types import SimpleNamespace
 import marsseg  # noqa: F401  (first: it sets TensorFlow's environment should the backend be TensorFlow)
 import keras
 import numpy as np
-import yaml
 
 from arguments import positive_int
-from marsseg.config import load_yaml, read_params, validate_group
+from marsseg.config import read_params, validate_group
 from marsseg.datasets import load_labelled
 from marsseg.errors import UserError, stage_main
 from marsseg.io import write_json
@@ -50,7 +49,7 @@ from marsseg.metrics import per_image_confusion, scores_with_intervals
 from marsseg.models import build_model
 from marsseg.models.flops import forward_gflops_per_image
 from marsseg.predict import predict_labels
-from marsseg.presets import merged
+from marsseg.presets import merged, preset_path, read_preset
 from marsseg.train import ema, schedule
 from marsseg.train.loop import iou_metrics, optimizer
 from marsseg.train.data import steps_per_epoch
@@ -195,15 +194,7 @@ def load_settings(preset: str | None) -> SimpleNamespace:
     os.chdir(ROOT)
     params, source = read_params(), "params.yaml"
     if preset:
-        path = Path("presets") / f"{preset}.yaml"
-        if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
-            raise UserError(f"{path}: no such preset (known: {known})")
-        try:
-            overrides = load_yaml(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        params, source = merged(params, overrides), str(path)
+        params, source = merged(params, read_preset(preset)), str(preset_path(preset))
     return SimpleNamespace(seed=validate_group("seed", params["seed"], source),
                            **{name: validate_group(name, params[name], source)
                               for name in ("model", "loss", "train", "evaluate")})
@@ -254,12 +245,14 @@ def main() -> int:
 
     if not args.skip_training:
         policy = resolve(args.train_precision, device != "cpu", cpu_has_bfloat16())
+
         def save_epochs(history):
             write_results(args.out, {**result, "training": {"policy": policy, "history": history}})
 
         run = train_and_score(cfg, policy, train, val, deadline, cfg.evaluate.bootstrap, save_epochs)
         result["training"] = run
-        stop = "time budget" if run["stopped_by_time"] else f"{run['epochs_run']} epochs"
+        stop = ("the time budget" if run["stopped_by_time"] else
+                "its last epoch" if run["epochs_run"] == cfg.train.epochs else "early stopping")
         print(f"trained under {policy}: {run['epochs_run']} epochs in {run['train_seconds']:.0f} s (the first, "
               f"compiling, {run['epoch_seconds'][0]:.0f} s; median {run['median_epoch_seconds']:.1f} s), stopped by "
               f"{stop}; best epoch {run['best_epoch']}")

@@ -31,8 +31,9 @@ def merged(base: dict, overrides: dict) -> dict:
     return result
 
 
-def load_preset(name: str) -> dict:
-    path = PRESET_DIR / f"{name}.yaml"
+def read_preset(name: str) -> dict:
+    """presets/NAME.yaml's parameter groups, not yet checked against params.yaml (one line per problem)."""
+    path = preset_path(name)
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))) or "none"
         raise UserError(f"{path}: no such preset (known: {known})")
@@ -42,7 +43,17 @@ def load_preset(name: str) -> dict:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(overrides, dict):
         raise UserError(f"{path}: expected a mapping of parameter groups")
-    validate(merged(read_params(), overrides), source=str(path))
+    return overrides
+
+
+def preset_path(name: str) -> Path:
+    return PRESET_DIR / f"{name}.yaml"
+
+
+def load_preset(name: str) -> dict:
+    """``read_preset``, validated laid over params.yaml."""
+    overrides = read_preset(name)
+    validate(merged(read_params(), overrides), source=str(preset_path(name)))
     return overrides
 
 
