@@ -31,6 +31,14 @@ def positive_ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of positive whole numbers") from None
 
 
+def counts_or_zero(text: str) -> list[int]:
+    """Comma-separated whole numbers of 0 or more: ``0,2,5``."""
+    try:
+        return [count_or_zero(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers of 0 or more") from None
+
+
 def seed_range(text: str) -> list[int]:
     """``4`` or an inclusive range ``1-10`` of seeds (whole numbers of 0 or more)."""
     first, dash, last = text.partition("-")

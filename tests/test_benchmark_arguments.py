@@ -5,7 +5,7 @@ import argparse
 
 import pytest
 
-from arguments import count_or_zero, positive_int, positive_ints, seed_range
+from arguments import count_or_zero, counts_or_zero, positive_int, positive_ints, seed_range
 
 
 @pytest.mark.parametrize("text, value", [("1", 1), ("512", 512)])
@@ -43,6 +43,13 @@ def test_positive_ints_reads_a_comma_separated_list_and_refuses_any_bad_member()
     for text in ("0", "500,", "500,x"):
         with pytest.raises(argparse.ArgumentTypeError, match="comma-separated list of positive whole numbers"):
             positive_ints(text)
+
+
+def test_counts_or_zero_reads_a_comma_separated_list_that_may_hold_zero():
+    assert counts_or_zero("0,2,5") == [0, 2, 5]
+    for text in ("-1", "0,", "2,x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="comma-separated list of whole numbers of 0 or more"):
+            counts_or_zero(text)
 
 
 @pytest.mark.parametrize("text, seeds", [("4", [4]), ("1-3", [1, 2, 3]), ("0-0", [0])])

@@ -1,0 +1,78 @@
+"""benchmarks/clean_separability.py: outliers' distance to terrain against real terrain's own spread, in the
+embedding rule's feature space (run here on small synthetic files in the course format)."""
+from __future__ import annotations
+
+import re
+import sys
+
+import numpy as np
+import pytest
+
+import clean_separability
+from clean_separability import isolation
+from marsseg.synthetic import generate
+
+
+def course_file(path, rows: int, outlier_fraction: float):
+    """A file in the course format whose outliers (the default generator's) share one mask, as the AI4Mars
+    file's photographs do."""
+    data = generate(n_train=rows, n_test=2, outlier_fraction=outlier_fraction, seed=5)
+    np.savez(path, training_set=np.stack([data.train_images, data.train_masks], axis=1), test_set=data.test_images)
+    return data
+
+
+def run_benchmark(monkeypatch, capsys, *argv: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["clean_separability.py", *argv])
+    try:
+        code = clean_separability.main()
+    except SystemExit as stopped:
+        code = stopped.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_an_outlier_is_measured_to_the_terrain_not_to_its_own_kind():
+    data = generate(n_train=90, n_test=1, outlier_fraction=0.0, seed=2)
+    images = data.train_images.copy()
+    images[-2:] = np.tile((np.indices((64, 128)).sum(axis=0) // 8 % 2 * 255).astype(np.uint8), (2, 1, 1))
+    terrain = np.ones(len(images), bool)
+    terrain[-2:] = False
+
+    distances = isolation(images, terrain)
+    as_terrain = isolation(images, np.ones(len(images), bool))
+    assert as_terrain[-1] == 0.0  # two identical checkerboards: each other's nearest row
+    assert (distances[-2:] > 3.0).all()  # ... but far from every terrain row
+    assert np.median(as_terrain) == pytest.approx(1.0)  # the unit: the median nearest-row distance
+    np.testing.assert_array_equal(distances[:-2], as_terrain[:-2])
+
+
+def test_the_table_gives_thresholds_falling_and_recall_rising_with_the_budget(tmp_path, monkeypatch, capsys):
+    data = course_file(tmp_path / "course.npz", rows=80, outlier_fraction=0.05)
+    code, out, _ = run_benchmark(monkeypatch, capsys, "--data", str(tmp_path / "course.npz"), "--sets", "held-out",
+                                 "--seeds", "1", "--rows", "60", "--budgets", "3,0,1")
+    assert code == 0, out
+    assert f"real terrain: 1 set(s) of {80 - len(data.outlier_rows)} rows of course.npz " \
+           f"({len(data.outlier_rows)} photographs left out)" in out
+    lines = out.splitlines()
+    thresholds = [float(value) for value in lines[2].split("|")[1:]]
+    assert thresholds == sorted(thresholds, reverse=True) and len(thresholds) == 3  # budgets 0, 1, 3
+    held_out = next(line for line in lines if line.startswith("held-out ") and "|" in line)
+    recalls = [float(value) for value in re.findall(r"\d\.\d{3}", held_out)]
+    assert len(recalls) == 4 and all(0.0 <= r <= 1.0 for r in recalls)
+    assert recalls[:3] == sorted(recalls[:3])
+    per_style = re.findall(r"^held-out (\w+)\s+(\d+) \|", out, re.MULTILINE)  # recall per style
+    assert per_style and sum(int(count) for _, count in per_style) == int(held_out.split()[1])
+
+
+def test_samples_of_the_file_and_bad_budgets_are_checked_against_its_terrain_rows(tmp_path, monkeypatch, capsys):
+    course_file(tmp_path / "course.npz", rows=60, outlier_fraction=0.05)
+    common = ("--data", str(tmp_path / "course.npz"), "--sets", "default", "--seeds", "1", "--rows", "40")
+    code, out, _ = run_benchmark(monkeypatch, capsys, *common, "--real-rows", "30", "--draws", "2", "--budgets", "1")
+    assert code == 0 and "real terrain: 2 set(s) of 30 rows of course.npz (3 photographs left out)" in out
+
+    for argv, message in ((("--real-rows", "58"), "--real-rows: 58 is more than the file's 57 terrain rows"),
+                          (("--budgets", "57"), "--budgets: 57 is not below the 57 terrain rows of a real set"),
+                          (("--budgets", "0,x"), "'0,x' is not a comma-separated list of whole numbers of 0 or more")):
+        code, out, err = run_benchmark(monkeypatch, capsys, *common, *argv)
+        assert code == 2 and message in err and "Traceback" not in err
+        assert "set" not in out  # stopped before any table
