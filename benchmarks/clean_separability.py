@@ -81,15 +81,16 @@ def main() -> int:
     parser.add_argument("--budgets", type=counts_or_zero, default=[0, 2, 5],
                         help="real terrain rows a threshold may remove, comma-separated")
     parser.add_argument("--real-rows", type=count_or_zero, default=0, help="terrain rows per real set (0: the whole file)")
-    parser.add_argument("--draws", type=positive_int, default=1, help="real sets of --real-rows rows")
+    parser.add_argument("--draws", type=positive_int, help="real sets of --real-rows rows (default 1)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a file in the course's npz format")
     args = parser.parse_args()
+    if args.draws and not args.real_rows:
+        parser.error("--draws: sets are drawn only with --real-rows N (without it the whole file is one set)")
     data = load_rows(args.data, 0)
     if data is None:
         return 0
     terrain = np.flatnonzero(~photographs(data.masks))
-    per_set = args.real_rows or len(terrain)
-    draws = args.draws if args.real_rows else 1
+    per_set, draws = args.real_rows or len(terrain), args.draws or 1
     budgets = sorted(set(args.budgets))
     if per_set > len(terrain):
         parser.error(f"--real-rows: {per_set} is more than the file's {len(terrain)} terrain rows")

@@ -72,6 +72,7 @@ def test_samples_of_the_file_and_bad_budgets_are_checked_against_its_terrain_row
 
     for argv, message in ((("--real-rows", "58"), "--real-rows: 58 is more than the file's 57 terrain rows"),
                           (("--budgets", "57"), "--budgets: 57 is not below the 57 terrain rows of a real set"),
+                          (("--draws", "3"), "--draws: sets are drawn only with --real-rows N"),
                           (("--budgets", "0,x"), "'0,x' is not a comma-separated list of whole numbers of 0 or more")):
         code, out, err = run_benchmark(monkeypatch, capsys, *common, *argv)
         assert code == 2 and message in err and "Traceback" not in err
