@@ -23,20 +23,21 @@ def count_or_zero(text: str) -> int:
     return _whole_number(text, 0, "a whole number of 0 or more")
 
 
+def _comma_separated(text: str, item, wanted: str) -> list[int]:
+    try:
+        return [item(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {wanted}") from None
+
+
 def positive_ints(text: str) -> list[int]:
     """Comma-separated positive whole numbers: ``500,1000``."""
-    try:
-        return [positive_int(part) for part in text.split(",")]
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of positive whole numbers") from None
+    return _comma_separated(text, positive_int, "positive whole numbers")
 
 
 def counts_or_zero(text: str) -> list[int]:
     """Comma-separated whole numbers of 0 or more: ``0,2,5``."""
-    try:
-        return [count_or_zero(part) for part in text.split(",")]
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers of 0 or more") from None
+    return _comma_separated(text, count_or_zero, "whole numbers of 0 or more")
 
 
 def seed_range(text: str) -> list[int]:
