@@ -125,6 +125,12 @@ def _check_rows(where: str, lines: list[bytes], first_row: int, counts: np.ndarr
     raise UserError(_describe_bad_row(where, first_row + bad, lines[bad]))
 
 
+def check_row_count(where: str, rows: int, expected_rows: int | None) -> None:
+    """One data row per test image (``None``: any number)."""
+    if expected_rows is not None and rows != expected_rows:
+        raise UserError(f"{where}: {rows} rows but {expected_rows} expected (one per test image)")
+
+
 def check_submission(path: str | Path, expected_rows: int | None = None) -> SubmissionSummary:
     """Validate a submission file completely; raise ``UserError`` naming the first problem."""
     path = Path(path)
@@ -140,8 +146,7 @@ def check_submission(path: str | Path, expected_rows: int | None = None) -> Subm
         lines.pop()  # the final newline
     _check_header(where, lines[0])
     data = lines[1:]
-    if expected_rows is not None and len(data) != expected_rows:
-        raise UserError(f"{where}: {len(data)} rows but {expected_rows} expected (one per test image)")
+    check_row_count(where, len(data), expected_rows)
     if not data:
         raise UserError(f"{where}: no data rows after the header")
     counts = np.zeros(NUM_CLASSES, dtype=np.int64)

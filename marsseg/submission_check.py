@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from marsseg.errors import UserError
-from marsseg.submission import PIXELS, check_submission, read_test_array
+from marsseg.submission import PIXELS, check_row_count, check_submission, read_test_array
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,10 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> None:
     if args.rows is not None and args.rows < 0:
         raise UserError(f"--rows must be a non-negative integer, got {args.rows}")
-    if not Path(args.file).is_file():  # the file named is checked before the data set it is compared with
-        raise UserError(f"{args.file}: file not found")
+    # The file named is checked before the data set it is compared with is read.
+    summary = check_submission(args.file)
     expected = args.rows if args.rows is not None else (len(read_test_array(args.dataset)[1]) if args.dataset else None)
-    summary = check_submission(args.file, expected)
+    check_row_count(args.file, summary.rows, expected)
     fractions = ", ".join(f"{name} {value:.4f}" for name, value in summary.class_fractions.items())
     print(f"OK {args.file}: {summary.rows} rows x {PIXELS} pixels, md5 {summary.md5}")
     print(f"predicted class fractions: {fractions}")
