@@ -377,7 +377,7 @@ class EvaluateConfig(PredictConfig):
 
 
 class SubmitConfig(PredictConfig):
-    pass
+    bootstrap: NonNegativeInt  # resamples of the test images for 95% intervals of the predicted class fractions; 0: off
 
 
 # ---------------------------------------------------------------- tracking, CI

@@ -98,11 +98,19 @@ def background_share(matrix: np.ndarray) -> float:
     return float(matrix[1:, 0].sum() / labelled) if labelled else math.nan
 
 
+def pixel_accuracies(matrices: np.ndarray) -> np.ndarray:
+    """Share of labelled (truth class 1-4) pixels predicted correctly in each of a (..., 5, 5) stack of
+    confusion matrices; NaN where there are none."""
+    matrices = np.asarray(matrices, dtype=np.float64)
+    labelled = matrices[..., 1:, :].sum(axis=(-2, -1))
+    correct = np.trace(matrices[..., 1:, 1:], axis1=-2, axis2=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(labelled > 0, correct / labelled, np.nan)
+
+
 def pixel_accuracy(matrix: np.ndarray) -> float:
     """Share of labelled (truth class 1-4) pixels predicted correctly; NaN if there are none."""
-    matrix = np.asarray(matrix)
-    labelled = matrix[1:].sum()
-    return float(np.trace(matrix[1:, 1:]) / labelled) if labelled else math.nan
+    return float(pixel_accuracies(matrix))
 
 
 def per_image_miou(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -192,15 +200,17 @@ def percentile_interval(samples: np.ndarray, level: float = CI_LEVEL) -> tuple[f
 
 
 def bootstrap_intervals(per_image: np.ndarray, resamples: int, seed: int, prefix: str = "") -> dict[str, float]:
-    """95% bootstrap intervals over images of mIoU and each scored class IoU.
+    """95% bootstrap intervals over images of mIoU, each scored class IoU and pixel accuracy.
 
-    ``{prefix}miou_ci_low``, ``{prefix}miou_ci_high``, ``{prefix}iou_<class>_ci_low`` / ``_ci_high``.
+    ``{prefix}miou_ci_low``, ``{prefix}miou_ci_high``, ``{prefix}iou_<class>_ci_low`` / ``_ci_high``,
+    ``{prefix}pixel_accuracy_ci_low`` / ``_ci_high``.
     """
     if resamples < 1 or len(per_image) == 0:
         return {}
     matrices = resampled_confusion(per_image, bootstrap_weights(len(per_image), resamples, seed))
     ious = per_class_iou(matrices)
-    named = {"miou": mean_ious(matrices), **{f"iou_{CLASS_NAMES[c]}": ious[:, c] for c in SCORED_CLASSES}}
+    named = {"miou": mean_ious(matrices), **{f"iou_{CLASS_NAMES[c]}": ious[:, c] for c in SCORED_CLASSES},
+             "pixel_accuracy": pixel_accuracies(matrices)}
     flat: dict[str, float] = {}
     for name, samples in named.items():
         flat[f"{prefix}{name}_ci_low"], flat[f"{prefix}{name}_ci_high"] = percentile_interval(samples)
@@ -230,6 +240,25 @@ def paired_miou_difference(per_image_a, per_image_b, resamples: int, seed: int) 
     weights = bootstrap_weights(n_images, resamples, seed)
     a, b = (np.mean([mean_ious(resampled_confusion(m, weights)) for m in side], axis=0) for side in sides)
     return a - b
+
+
+def class_fraction_intervals(labels: np.ndarray, resamples: int, seed: int) -> dict[str, dict[str, float]]:
+    """95% bootstrap intervals over images of each class's share of the predicted pixels of (N, H, W) labels:
+    ``{"class_fraction_ci_low": {class: low}, "class_fraction_ci_high": {class: high}}``; empty when off.
+
+    They sit beside ``class_fraction`` (not inside it, whose shares add up to 1), where ``marsseg reproduce``
+    finds a grouped metric's interval."""
+    labels = np.asarray(labels)
+    if resamples < 1 or len(labels) == 0:
+        return {}
+    n = len(labels)
+    codes = labels.reshape(n, -1).astype(np.intp) + np.arange(n, dtype=np.intp)[:, None] * NUM_CLASSES
+    per_image = np.bincount(codes.ravel(), minlength=n * NUM_CLASSES).reshape(n, NUM_CLASSES).astype(np.float64)
+    counts = bootstrap_weights(n, resamples, seed) @ per_image
+    shares = counts / counts.sum(axis=1, keepdims=True)
+    bounds = [percentile_interval(shares[:, c]) for c in range(NUM_CLASSES)]
+    return {f"class_fraction{side}": {CLASS_NAMES[c]: bounds[c][i] for c in range(NUM_CLASSES)}
+            for i, side in enumerate(("_ci_low", "_ci_high"))}
 
 
 def json_number(value, digits: int = 6):

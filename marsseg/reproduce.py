@@ -2,7 +2,7 @@
 
 Every metric is compared with the value committed in git (``dvc metrics diff``); a move beyond
 ``ci.tolerance`` fails, unless the metric has a 95% bootstrap interval (``<name>_ci_low`` and
-``<name>_ci_high`` beside it) and the two runs are consistent within their intervals
+``<name>_ci_high`` beside it, or ``<group>_ci_low.<name>`` for a metric of a group: ``interval_bounds``) and the two runs are consistent within their intervals
 (``consistent_within_intervals``): the two models are then indistinguishable on these validation images.
 A machine of the same kind reproduces every metric exactly; one with another instruction set (AVX-512
 against AVX2) trains along a different float path and lands elsewhere (README, "CI reproduces the
@@ -76,7 +76,7 @@ def consistent_within_intervals(metrics: dict, name: str) -> bool:
     reseeded one (which a bootstrap over the validation images does not see): one per-class IoU landed
     0.004 outside the other run's interval and 0.03 inside the second bound (README). A committed value
     edited past both runs' intervals fails both."""
-    low, high = (metrics.get(name + bound, {}) for bound in INTERVAL_BOUNDS)
+    low, high = (metrics.get(bound, {}) for bound in interval_bounds(name))
     value = metrics.get(name, {})
     sides = [(value.get(side), low.get(side), high.get(side)) for side in ("old", "new")]
     if not all(_is_number(number) for side in sides for number in side):
@@ -87,13 +87,24 @@ def consistent_within_intervals(metrics: dict, name: str) -> bool:
     return abs(new - old) <= math.hypot((old_high - old_low) / 2, (new_high - new_low) / 2)
 
 
+def interval_bounds(name: str) -> tuple[str, str]:
+    """The names of a metric's interval bounds: beside it (``val_miou_ci_low``), or, for a metric of a group
+    (``class_fraction.soil``, as DVC flattens nested JSON), in the group's sibling (``class_fraction_ci_low.soil``)."""
+    group, dot, leaf = name.rpartition(".")
+    return tuple(f"{group}{bound}.{leaf}" if dot else name + bound for bound in INTERVAL_BOUNDS)
+
+
 def _interval_metric(name: str, metrics: dict) -> str | None:
     """The metric whose interval ``name`` belongs to (itself, or the metric a bound bounds), if it has one."""
+    group, dot, leaf = name.rpartition(".")
     for bound in INTERVAL_BOUNDS:
-        if name.endswith(bound):
+        if dot and group.endswith(bound):
+            name = f"{group[: -len(bound)]}.{leaf}"
+            break
+        if not dot and name.endswith(bound):
             name = name[: -len(bound)]
             break
-    return name if all(name + bound in metrics for bound in INTERVAL_BOUNDS) and name in metrics else None
+    return name if name in metrics and all(bound in metrics for bound in interval_bounds(name)) else None
 
 
 def _is_number(value) -> bool:

@@ -1,7 +1,7 @@
 """Evaluate: score the trained model on the validation fold and draw what it gets wrong.
 
-Metrics (plain and, with ``evaluate.tta``, flip-TTA side by side), each with a 95% bootstrap interval over
-validation images (``evaluate.bootstrap`` resamples) -> metrics/evaluate.json; per-image confusion matrices
+Metrics (plain and, with ``evaluate.tta``, flip-TTA side by side, and TTA's gain), each with a 95% bootstrap
+interval over validation images (``evaluate.bootstrap`` resamples) -> metrics/evaluate.json; per-image confusion matrices
 (for paired comparisons of runs), confusion counts, DVC plot data and figures -> reports/ (figures drawn
 from the TTA prediction if it is on). `--fold i` (the cv_evaluate stages): cross-validation fold i.
 """
@@ -14,7 +14,8 @@ from marsseg.errors import UserError, stage_main
 from marsseg.evaluation import PER_IMAGE_CONFUSION, write_per_image_confusion, write_reports
 from marsseg.identity import file_md5
 from marsseg.layout import Layout, fold_layout
-from marsseg.metrics import background_share, json_ready, per_image_confusion, scores_with_intervals
+from marsseg.metrics import (background_share, json_ready, paired_miou_difference, per_image_confusion,
+                             percentile_interval, scores_with_intervals)
 from marsseg.predict import load_model, predict_labels
 from marsseg.reporting import METRICS_DIR, write_metrics
 from marsseg.tracking import add_to_training_run
@@ -44,6 +45,9 @@ def run(cfg, layout: Layout) -> dict:
         tta_images = per_image_confusion(val.masks, predictions.tta)
         metrics.update(scores_with_intervals(tta_images, resamples, seed, "tta_val_"))
         metrics["tta_gain_miou"] = metrics["tta_val_miou"] - metrics["val_miou"]
+        if resamples:  # paired: both predictions scored on the same resampled images
+            gain = paired_miou_difference(tta_images, plain_images, resamples, seed)
+            metrics["tta_gain_miou_ci_low"], metrics["tta_gain_miou_ci_high"] = percentile_interval(gain)
     metrics = json_ready(metrics)
     metrics_name = layout.metrics_name("evaluate")
     write_metrics(metrics_name, metrics, {"predict_seconds": round(seconds, 3)})
@@ -74,7 +78,7 @@ def main() -> dict:
     line = f"evaluate: val mIoU {metrics['val_miou']:.4f}{interval_text(metrics, 'val_miou')} on {metrics['val_images']} images"
     if "tta_val_miou" in metrics:
         line += (f", with flip TTA {metrics['tta_val_miou']:.4f}{interval_text(metrics, 'tta_val_miou')} "
-                 f"({metrics['tta_gain_miou']:+.4f})")
+                 f"({metrics['tta_gain_miou']:+.4f}{interval_text(metrics, 'tta_gain_miou')})")
     print(f"{line} ({results['predict_seconds']:.1f} s) -> {results['artifacts']['metrics']}, {layout.reports}/")
     return results
 

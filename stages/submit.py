@@ -1,10 +1,15 @@
-"""Submit: predict the competition test images and write a checked submission CSV."""
+"""Submit: predict the competition test images and write a checked submission CSV.
+
+metrics/submit.json: the file's rows, md5 and predicted class fractions, each fraction with a 95% bootstrap
+interval over the test images (``submit.bootstrap`` resamples, seeded): a model retrained on another CPU
+predicts somewhat other fractions, and CI tells noise from a change by these intervals.
+"""
 import time
 from pathlib import Path
 
 import marsseg.environment  # noqa: F401  (one clear line outside the project's environment)
 from marsseg.errors import stage_main
-from marsseg.metrics import json_ready
+from marsseg.metrics import class_fraction_intervals, json_ready
 from marsseg.config import load_config
 from marsseg.predict import load_model, predict_labels
 from marsseg.reporting import write_metrics
@@ -36,6 +41,7 @@ def run(cfg) -> dict:
         "rows": summary.rows,
         "tta": settings.tta,
         "class_fraction": summary.class_fractions,
+        **class_fraction_intervals(labels, settings.bootstrap, cfg.seed),
         "predict_seconds": predicted - started,
         "write_seconds": written - predicted,
         "check_seconds": checked - written,

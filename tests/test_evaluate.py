@@ -170,9 +170,11 @@ def test_evaluate_stage_end_to_end(tmp_path, model_path, images):
     # 95% bootstrap intervals (evaluate.bootstrap resamples) around every point estimate, plain and TTA ...
     assert metrics["bootstrap_resamples"] == yaml.safe_load((REPO / "params.yaml").read_text())["evaluate"]["bootstrap"]
     for prefix in ("val_", "tta_val_"):
-        for name in ("miou", "iou_soil", "iou_bedrock", "iou_sand"):
+        for name in ("miou", "iou_soil", "iou_bedrock", "iou_sand", "pixel_accuracy"):
             low, high = metrics[f"{prefix}{name}_ci_low"], metrics[f"{prefix}{name}_ci_high"]
             assert low <= metrics[f"{prefix}{name}"] <= high
+    # ... and TTA's gain, from a paired bootstrap (both predictions on the same resampled images).
+    assert metrics["tta_gain_miou_ci_low"] <= metrics["tta_gain_miou"] <= metrics["tta_gain_miou_ci_high"]
     # ... in the stage's line ...
     assert (f"val mIoU {metrics['val_miou']:.4f} [95% CI {metrics['val_miou_ci_low']:.4f}, "
             f"{metrics['val_miou_ci_high']:.4f}] on 5 images") in line

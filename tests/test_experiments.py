@@ -146,3 +146,22 @@ def test_a_metric_beyond_the_tolerance_passes_only_when_the_runs_agree_within_th
     bounds_only = {"metrics/evaluate.json": {"val_miou_ci_low": {"old": 0.30, "new": 0.33},
                                              "val_miou_ci_high": {"old": 0.39, "new": 0.41}}}
     assert len(moved_metrics(bounds_only, tolerance=0.02, ignore=[])) == 1
+
+
+def test_a_grouped_metric_finds_its_interval_in_the_sibling_groups():
+    """submit.json's ``class_fraction`` shares, flattened by DVC to ``class_fraction.soil``, have their bounds
+    in ``class_fraction_ci_low`` / ``_ci_high``; a share without them is judged on the tolerance alone."""
+    def fraction_diff(old, new, with_intervals=True):
+        names = ("class_fraction.soil", "class_fraction_ci_low.soil", "class_fraction_ci_high.soil")
+        pairs = zip(names if with_intervals else names[:1], old, new)
+        return {"metrics/submit.json": {name: {"old": o, "new": n} for name, o, n in pairs}}
+
+    # A predicted soil share 0.06 apart, each inside the other run's interval (100 test images).
+    apart = ((0.302, 0.24, 0.37), (0.242, 0.18, 0.31))
+    assert moved_metrics(fraction_diff(*apart), tolerance=0.05, ignore=[]) == []
+    assert [name for _, name, *_ in moved_metrics(fraction_diff(*apart, with_intervals=False), tolerance=0.05,
+                                                  ignore=[])] == ["class_fraction.soil"]
+    # Twice as far apart: outside both intervals and the interval of the difference.
+    far = ((0.302, 0.24, 0.37), (0.182, 0.12, 0.25))
+    assert sorted(name for _, name, *_ in moved_metrics(fraction_diff(*far), tolerance=0.05, ignore=[])) == [
+        "class_fraction.soil", "class_fraction_ci_high.soil", "class_fraction_ci_low.soil"]

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from marsseg import metrics
-from marsseg.metrics import (Scores, background_share, bootstrap_intervals, bootstrap_weights, confusion_matrix, json_number, json_ready,
-                             mean_iou, mean_ious, paired_miou_difference, per_class_iou, per_image_confusion,
-                             per_image_miou, pixel_accuracy, resampled_confusion)
+from marsseg.metrics import (Scores, background_share, bootstrap_intervals, bootstrap_weights, class_fraction_intervals,
+                             confusion_matrix, json_number, json_ready, mean_iou, mean_ious, paired_miou_difference,
+                             per_class_iou, per_image_confusion, per_image_miou, pixel_accuracies, pixel_accuracy,
+                             resampled_confusion)
 
 # 7 pixels; the last two are unlabelled (truth 0) and must not count, whatever is predicted there.
 TRUTH = np.array([1, 1, 2, 2, 3, 0, 0], dtype=np.uint8)
@@ -166,6 +167,7 @@ def test_interval_contains_the_point_estimate_and_narrows_as_images_are_added():
         assert ci["val_miou_ci_low"] <= point.miou <= ci["val_miou_ci_high"]
         for name, value in point.iou.items():
             assert ci[f"val_iou_{name}_ci_low"] <= value <= ci[f"val_iou_{name}_ci_high"]
+        assert ci["val_pixel_accuracy_ci_low"] <= point.pixel_accuracy <= ci["val_pixel_accuracy_ci_high"]
         widths.append(ci["val_miou_ci_high"] - ci["val_miou_ci_low"])
     assert widths[0] > widths[1] > widths[2] > 0
     # Standard error shrinks as 1/sqrt(n): 32x the images, about a 5.7x narrower interval.
@@ -219,3 +221,31 @@ def test_paired_difference_needs_the_same_images():
     per_image = per_image_confusion(*noisy_predictions(10))
     with pytest.raises(ValueError, match="same images"):
         paired_miou_difference(per_image, per_image[:9], 10, seed=0)
+
+
+def test_pixel_accuracies_of_a_stack_match_each_matrix_and_are_nan_without_labels():
+    per_image = per_image_confusion(*noisy_predictions(6))
+    per_image[2, 1:] = 0  # an image with no labelled pixel
+    stacked = pixel_accuracies(per_image)
+    for matrix, value in zip(per_image, stacked):
+        assert np.isnan(value) if not matrix[1:].sum() else value == pixel_accuracy(matrix)
+    assert np.isnan(stacked[2]) and not np.isnan(stacked[[0, 1, 3, 4, 5]]).any()
+
+
+def test_class_fraction_intervals_bracket_the_predicted_shares_and_are_seeded():
+    rng = np.random.default_rng(0)
+    # Images of two kinds: mostly soil, or mostly bedrock with a little sand; no big rock at all.
+    labels = np.where(rng.random((40, 1, 1)) < 0.5, 1, 2) * np.ones((40, 64, 128), np.uint8)
+    labels[rng.random(labels.shape) < 0.05] = 3
+    shares = np.bincount(labels.ravel(), minlength=5) / labels.size
+    ci = class_fraction_intervals(labels, 500, seed=1)
+    low, high = ci["class_fraction_ci_low"], ci["class_fraction_ci_high"]
+    assert list(low) == list(high) == ["background", "soil", "bedrock", "sand", "big_rock"]
+    for c, name in enumerate(low):
+        assert low[name] <= shares[c] <= high[name]
+    # Half the images are soil: the image-level draw dominates (SE about 0.5 / sqrt(40) = 0.08) ...
+    assert 0.15 < high["soil"] - low["soil"] < 0.5
+    # ... while sand is spread evenly over every image, and absent classes have a zero-width interval.
+    assert high["sand"] - low["sand"] < 0.01 and low["big_rock"] == high["big_rock"] == 0.0
+    assert class_fraction_intervals(labels, 500, seed=1) == ci != class_fraction_intervals(labels, 500, seed=2)
+    assert class_fraction_intervals(labels, 0, seed=1) == {}

@@ -141,6 +141,12 @@ def test_submit_stage_end_to_end(tmp_path):
     written = json.loads((tmp_path / "metrics" / "submit.json").read_text())
     assert written["rows"] == 7 and written["md5"] == summary.md5 and written["tta"] is True
     assert sum(written["class_fraction"].values()) == pytest.approx(1.0, abs=1e-5)
+    # Each predicted share with its 95% interval over the 7 test images (submit.bootstrap resamples).
+    low, high = written["class_fraction_ci_low"], written["class_fraction_ci_high"]
+    assert list(low) == list(high) == list(written["class_fraction"])
+    for name, share in written["class_fraction"].items():
+        assert low[name] <= share <= high[name]
+    assert any(high[name] > low[name] for name in low)
 
 
 def test_submit_stage_without_model_fails_clearly(tmp_path):
