@@ -251,10 +251,10 @@ def class_fraction_intervals(labels: np.ndarray, resamples: int, seed: int) -> d
     labels = np.asarray(labels)
     if resamples < 1 or len(labels) == 0:
         return {}
-    n = len(labels)
-    codes = labels.reshape(n, -1).astype(np.intp) + np.arange(n, dtype=np.intp)[:, None] * NUM_CLASSES
-    per_image = np.bincount(codes.ravel(), minlength=n * NUM_CLASSES).reshape(n, NUM_CLASSES).astype(np.float64)
-    counts = bootstrap_weights(n, resamples, seed) @ per_image
+    # Per-class counting on the labels' own dtype: no int64 copy of every pixel.
+    per_image = np.stack([np.count_nonzero(labels == c, axis=tuple(range(1, labels.ndim)))
+                          for c in range(NUM_CLASSES)], axis=1).astype(np.float64)
+    counts = bootstrap_weights(len(labels), resamples, seed) @ per_image
     shares = counts / counts.sum(axis=1, keepdims=True)
     bounds = [percentile_interval(shares[:, c]) for c in range(NUM_CLASSES)]
     return {f"class_fraction{side}": {CLASS_NAMES[c]: bounds[c][i] for c in range(NUM_CLASSES)}
