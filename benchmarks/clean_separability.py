@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/clean_separability.py [--sets tuning,held-out] [--seeds 1-10] [--rows 500]
                                                      [--budgets 0,2,5] [--real-rows 0] [--draws 1]
-                                                     [--data ../shared/data/ai4mars64x128.npz]
+                                                     [--data ../shared/data/ai4mars64x128.npz] [--show 0]
 
 The rule removes a row when it lies at least ``clean.min_isolation`` neighbour distances from the other
 rows (``marsseg.clean.rules``). This script measures the two sides of that threshold apart, in the same
@@ -83,6 +83,8 @@ def main() -> int:
     parser.add_argument("--real-rows", type=count_or_zero, default=0, help="terrain rows per real set (0: the whole file)")
     parser.add_argument("--draws", type=positive_int, help="real sets of --real-rows rows (default 1)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a file in the course's npz format")
+    parser.add_argument("--show", type=count_or_zero, default=0,
+                        help="list the N most isolated real terrain rows (the file's row numbers), to look at")
     args = parser.parse_args()
     if args.draws and not args.real_rows:
         parser.error("--draws: sets are drawn only with --real-rows N (without it the whole file is one set)")
@@ -101,10 +103,15 @@ def main() -> int:
 
     rng = np.random.default_rng(cfg.seed)
     real_sets = [rng.choice(terrain, per_set, replace=False) for _ in range(draws)] if args.real_rows else [terrain]
-    real = np.sort(np.concatenate([isolation(data.images[rows], np.ones(per_set, bool)) for rows in real_sets]))[::-1]
+    real = np.concatenate([isolation(data.images[rows], np.ones(per_set, bool)) for rows in real_sets])
+    order = np.argsort(real, kind="stable")[::-1]
+    real, real_rows = real[order], np.concatenate(real_sets)[order]
     cuts = [real[budget * draws] for budget in budgets]
     print(f"real terrain: {draws} set(s) of {per_set} rows of {args.data.name} ({len(data) - len(terrain)} "
           f"photographs left out); {(real >= threshold).sum() / draws:g} per set at or above min_isolation {threshold:g}")
+    if args.show:
+        print(f"most isolated (row of {args.data.name}: distance): "
+              + ", ".join(f"{row}: {distance:.2f}" for row, distance in zip(real_rows[:args.show], real[:args.show])))
     print(f"{'set':<9}{'outliers':>9} | " + " | ".join(f"{f'budget {b}: threshold':>20}{'R':>7}" for b in budgets)
           + f" | {f'at {threshold:g}: R':>12}")
     print(f"{'':<9}{'':>9} | " + " | ".join(f"{cut:>20.2f}{'':>7}" for cut in cuts))

@@ -77,3 +77,18 @@ def test_samples_of_the_file_and_bad_budgets_are_checked_against_its_terrain_row
         code, out, err = run_benchmark(monkeypatch, capsys, *common, *argv)
         assert code == 2 and message in err and "Traceback" not in err
         assert "set" not in out  # stopped before any table
+
+
+def test_show_lists_the_most_isolated_terrain_rows_by_their_row_in_the_file(tmp_path, monkeypatch, capsys):
+    data = course_file(tmp_path / "course.npz", rows=60, outlier_fraction=0.05)
+    code, out, _ = run_benchmark(monkeypatch, capsys, "--data", str(tmp_path / "course.npz"), "--sets", "default",
+                                 "--seeds", "1", "--rows", "40", "--budgets", "0", "--show", "3")
+    assert code == 0, out
+    listed = re.search(r"most isolated \(row of course\.npz: distance\): (.*)", out).group(1)
+    rows_and_distances = [(int(row), float(distance)) for row, distance in re.findall(r"(\d+): (\d+\.\d+)", listed)]
+    assert len(rows_and_distances) == 3
+    rows, distances = zip(*rows_and_distances)
+    assert not set(rows) & set(data.outlier_rows)  # terrain rows only, numbered as in the file
+    assert list(distances) == sorted(distances, reverse=True)
+    threshold_at_budget_0 = float(out.splitlines()[3].split("|")[1])
+    assert distances[0] == pytest.approx(threshold_at_budget_0, abs=0.005)  # the most isolated row sets it
