@@ -2,9 +2,9 @@
 
 Every metric is compared with the value committed in git (``dvc metrics diff``); a move beyond
 ``ci.tolerance`` fails, unless the metric has a 95% bootstrap interval (``<name>_ci_low`` and
-``<name>_ci_high`` beside it, or ``<group>_ci_low.<name>`` for a metric of a group: ``interval_bounds``) and the two runs are consistent within their intervals
-(``consistent_within_intervals``): the two models are then indistinguishable on these validation images.
-A machine of the same kind reproduces every metric exactly; one with another instruction set (AVX-512
+``<name>_ci_high`` beside it, or ``<group>_ci_low.<name>`` for a metric of a group: ``interval_bounds``)
+and the two runs are consistent within their intervals (``consistent_within_intervals``): the two models
+are then indistinguishable on these validation images. A machine of the same kind reproduces every metric exactly; one with another instruction set (AVX-512
 against AVX2) trains along a different float path and lands elsewhere (README, "CI reproduces the
 committed metrics"). An interval's bounds pass or fail with their metric. Metrics files hold no
 wall-clock times (those live in ``logs/<stage>.json``, not a DVC output), so ``ci.ignore`` is left for
@@ -97,13 +97,12 @@ def interval_bounds(name: str) -> tuple[str, str]:
 def _interval_metric(name: str, metrics: dict) -> str | None:
     """The metric whose interval ``name`` belongs to (itself, or the metric a bound bounds), if it has one."""
     group, dot, leaf = name.rpartition(".")
+    stem = group if dot else name  # a grouped metric's bounds are named on its group
     for bound in INTERVAL_BOUNDS:
-        if dot and group.endswith(bound):
-            name = f"{group[: -len(bound)]}.{leaf}"
+        if stem.endswith(bound):
+            stem = stem[: -len(bound)]
             break
-        if not dot and name.endswith(bound):
-            name = name[: -len(bound)]
-            break
+    name = f"{stem}.{leaf}" if dot else stem
     return name if name in metrics and all(bound in metrics for bound in interval_bounds(name)) else None
 
 
