@@ -4,25 +4,26 @@
                                                      [--budgets 0,2,5] [--real-rows 0] [--draws 1]
                                                      [--data ../shared/data/ai4mars64x128.npz] [--show 0]
 
-The rule removes a row when it lies at least ``clean.min_isolation`` neighbour distances from the other
-rows (``marsseg.clean.rules``). This script measures the two sides of that threshold apart, in the same
-feature space, distance and unit (the median distance from a row to its nearest other row):
+The rule removes a row when it lies at least ``clean.min_isolation`` units off the span of its nearest
+rows (``marsseg.clean.rules``: the residual a combination of its 40 nearest rows leaves; the unit, the
+median residual). This script measures the two sides of that threshold apart, in the same feature space,
+measure and unit:
 
 - real terrain: each terrain row of the AI4Mars file (its photographs, the rows carrying its most
-  repeated mask, left out) and its distance to the nearest other terrain row: what the rule sees of a
-  rare real view; with ``--real-rows N``, in ``--draws`` random sets of N terrain rows instead of the
-  whole file (a small set has fewer rows like its rare views);
+  repeated mask, left out) and its isolation from the other terrain rows: what the rule sees of a rare
+  real view; with ``--real-rows N``, in ``--draws`` random sets of N terrain rows instead of the whole
+  file (a small set has fewer rows like its rare views);
 - synthetic outliers (``benchmarks/clean_synthetic.py``'s sets and seeds): each injected outlier and its
-  distance to the nearest terrain row of its data set.
+  isolation from the terrain rows of its data set.
 
 For each ``--budgets`` entry b (real terrain rows a threshold may remove from each real set) the
-threshold is the (b x draws + 1)-th largest real distance, and the table gives the share of each set's
-outliers farther than that from every terrain row: how many of them a threshold on isolation from
+threshold is the (b x draws + 1)-th largest real isolation, and the table gives the share of each set's
+outliers more isolated than that from terrain: how many of them a threshold on isolation from
 terrain could find while real terrain loses at most b rows per set (the clean stage's issue allows 5 of
 the whole file). The last column is the same at params.yaml's ``min_isolation``; per outlier style, the
 share at the largest budget and at ``min_isolation``. It measures the feature space, not the rule: the
-rule also groups rows on the t-SNE map and measures a group's distance to the rows outside it, which
-may find an outlier whose nearest terrain row shares its map group (``benchmarks/clean_synthetic.py``
+rule also groups rows on the t-SNE map and measures a group's isolation from the rows outside it, which
+may find an outlier whose nearest terrain rows share its map group (``benchmarks/clean_synthetic.py``
 measures the rule). A feature change that moves outliers away from terrain without moving real terrain
 apart raises these figures; a change of threshold alone does not.
 """
@@ -39,6 +40,7 @@ from arguments import count_or_zero, counts_or_zero, positive_int, seed_range
 from clean import photographs
 from clean_synthetic import STYLE_SETS, row_counts, style_sets
 from marsseg.clean.features import image_features, standardise
+from marsseg.clean.rules import SPAN_NEIGHBOURS
 from marsseg.config import load_config
 from marsseg.errors import stage_main
 from marsseg.synthetic import generate
@@ -47,19 +49,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def isolation(images: np.ndarray, terrain: np.ndarray) -> np.ndarray:
-    """(n,) a terrain row's distance to its nearest other row, an outlier's to its nearest terrain row, in
-    units of the median distance from a row to its nearest other row (all rows counted, as the rule counts)."""
+    """(n,) each row's residual off the span of its ``SPAN_NEIGHBOURS`` nearest other terrain rows (an
+    outlier's: nearest terrain rows), in units of the median residual of a row off its nearest other rows'
+    span (all rows counted, as the rule counts)."""
     space = standardise(image_features(images))
-    nearest, _ = space.nearest(1)
-    distances = nearest[:, 0].copy()
-    outliers = np.flatnonzero(~terrain)
-    if outliers.size:
-        distances[outliers] = space.min_distance(outliers, np.flatnonzero(terrain))
-    return distances / np.median(nearest[:, 0])
+    distances, neighbours = space.nearest(SPAN_NEIGHBOURS)
+    everyone = np.arange(len(space))
+    distinct = distances[:, 0] > 0
+    unit = np.median(space.residuals(everyone[distinct], neighbours[distinct]))
+    return space.residuals(everyone, space.nearest_in(everyone, np.flatnonzero(terrain), SPAN_NEIGHBOURS)) / unit
 
 
-def outlier_distances(styles, seeds: list[int], rows: list[int], fraction: float, rock_fraction: float):
-    """Every injected outlier's distance to its data set's terrain, and its style."""
+def outlier_isolation(styles, seeds: list[int], rows: list[int], fraction: float, rock_fraction: float):
+    """Every injected outlier's isolation from its data set's terrain, and its style."""
     distances, drawn = [], []
     for size in rows:
         for seed in seeds:
@@ -110,14 +112,14 @@ def main() -> int:
     print(f"real terrain: {draws} set(s) of {per_set} rows of {args.data.name} ({len(data) - len(terrain)} "
           f"photographs left out); {(real >= threshold).sum() / draws:g} per set at or above min_isolation {threshold:g}")
     if args.show:
-        print(f"most isolated (row of {args.data.name}: distance): "
+        print(f"most isolated (row of {args.data.name}: isolation): "
               + ", ".join(f"{row}: {distance:.2f}" for row, distance in zip(real_rows[:args.show], real[:args.show])))
     print(f"{'set':<9}{'outliers':>9} | " + " | ".join(f"{f'budget {b}: threshold':>20}{'R':>7}" for b in budgets)
           + f" | {f'at {threshold:g}: R':>12}")
     print(f"{'':<9}{'':>9} | " + " | ".join(f"{cut:>20.2f}{'':>7}" for cut in cuts))
     by_style = {}
     for name in args.sets:
-        distances, styles = outlier_distances(STYLE_SETS[name], args.seeds, args.rows,
+        distances, styles = outlier_isolation(STYLE_SETS[name], args.seeds, args.rows,
                                               synthetic.outlier_fraction, synthetic.rock_image_fraction)
         print(f"{name:<9}{len(distances):>9} | " + " | ".join(f"{'':>20}{np.mean(distances > cut):>7.3f}" for cut in cuts)
               + f" | {np.mean(distances >= threshold):>12.3f}")

@@ -21,10 +21,11 @@ from marsseg.clean import CleanWarning, find_outliers, remove_outliers, find as 
 from marsseg.clean.embedding import Embedding
 from marsseg.clean.features import image_features
 from marsseg.clean.tiles import MEDIAN_CHUNK, _best_run, _running_median, edge_lines, texture_lines
-from marsseg.clean.rules import Evidence, degenerate_rule, isolation_scores, shared_mask_rule
-from marsseg.clean.space import FeatureSpace
+from marsseg.clean import rules as clean_rules
+from marsseg.clean.rules import SPAN_NEIGHBOURS, Evidence, degenerate_rule, isolation_scores, shared_mask_rule
+from marsseg.clean.space import SPAN_RIDGE, FeatureSpace
 from marsseg.config import CleanConfig, read_params, validate_group
-from marsseg.synthetic import HELD_OUT_STYLES, generate
+from marsseg.synthetic import HELD_OUT_STYLES, TUNING_STYLES, generate
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "ai4mars64x128.npz"
@@ -284,6 +285,60 @@ def test_feature_space_distance_is_the_l4_norm_of_the_groups_distances():
     np.testing.assert_allclose(space.min_distance(everyone[:5], everyone[10:]), expected[:5, 10:].min(1), atol=1e-9)
 
 
+def test_residuals_are_what_a_ridge_combination_of_the_neighbours_leaves():
+    rng = np.random.default_rng(1)
+    space = FeatureSpace(rng.normal(size=(60, 30)), (slice(0, 10), slice(10, 30)))
+    rows = np.array([0, 7, 59])
+    neighbours = space.nearest_in(rows, np.arange(60), 12)
+    assert neighbours.shape == (3, 12) and not (neighbours == rows[:, None]).any()
+    np.testing.assert_array_equal(neighbours, space.nearest(12)[1][rows])
+    for row, around in zip(rows, neighbours):
+        centre = space.values[around].mean(axis=0)
+        span = (space.values[around] - centre).T
+        target = space.values[row] - centre
+        weights = np.linalg.solve(span.T @ span + SPAN_RIDGE * np.eye(12), span.T @ target)
+        expected = np.linalg.norm(target - span @ weights)
+        assert space.residuals(np.array([row]), around[None])[0] == pytest.approx(expected, rel=1e-9)
+    assert space.nearest_in(rows, np.array([3, 4]), 12).shape == (3, 2)
+
+
+def test_a_rare_view_between_terrain_views_is_less_isolated_than_a_picture_off_them():
+    """Why isolation is a residual off the neighbours' span, not the distance to the nearest row: a rare
+    terrain view is a blend of other views (here a point of their plane, beyond its neighbours) and an
+    outlier is not, even when both lie as far from their nearest row."""
+    rng = np.random.default_rng(2)
+    plane = np.linalg.qr(rng.normal(size=(120, 4)))[0].T  # 4 directions terrain varies along
+    values = rng.normal(size=(400, 4)) @ plane + 0.05 * rng.normal(size=(400, 120))
+    rare = 4.0 * plane[0]  # far out along the plane
+    nearest_to_rare = np.linalg.norm(values - rare, axis=1).min()
+    off = rng.normal(size=120)
+    off -= plane.T @ (plane @ off)
+    outlier = values[0] + nearest_to_rare * off / np.linalg.norm(off)  # as far from its nearest row
+    space = FeatureSpace(np.vstack([values, rare, outlier]), (slice(0, 60), slice(60, 120)))
+    rows = np.array([400, 401])
+    around = space.nearest_in(rows, np.arange(400), SPAN_NEIGHBOURS)
+    rare_residual, outlier_residual = space.residuals(rows, around)
+    assert outlier_residual > 2 * rare_residual, (rare_residual, outlier_residual)
+
+
+def test_a_terrain_row_at_the_edge_of_an_outlier_group_is_spared_by_its_nearest_outside_row(monkeypatch):
+    """Tuning seed 34 (``benchmarks/clean_synthetic.py``): the map puts terrain rows 195 and 320 in a group
+    of outliers. Outside the group the span left to them is thin (residual 2 or more), but a terrain row
+    lies close to each: a member must also lie ``min_member_isolation`` from its nearest outside row."""
+    generated = generate(n_train=500, n_test=1, outlier_fraction=0.04, seed=34, rock_image_fraction=0.12,
+                         outlier_styles=TUNING_STYLES)
+    data = LabelledSet(generated.train_images, generated.train_masks, np.arange(500))
+    config = repo_config(rules=("embedding",))
+    removed = find_outliers(data, config, seed=34).removed
+    assert not removed[[195, 320]].any() and removed[generated.outlier_rows].mean() >= 0.9
+
+    def far_from_every_outside_row(features, labels, candidate, *rest):
+        return np.where(candidate, np.inf, 0.0)
+
+    monkeypatch.setattr(clean_rules, "_distance_outside", far_from_every_outside_row)  # the span alone decides
+    assert find_outliers(data, config, seed=34).removed[[195, 320]].all()
+
+
 def test_feature_space_lets_one_unusual_group_outweigh_small_differences_in_all():
     """Why the groups' distances are combined by an L4 norm: a picture unlike terrain in one group out
     of twelve must lie farther away than a terrain view a little unusual in every group."""
@@ -300,15 +355,16 @@ def test_a_row_far_from_every_other_row_is_removed_without_a_group():
     """A lone picture that the map lays among terrain views is caught by its own isolation, but only
     from ``min_lone_isolation`` on: a row merely unusual stays unless it has a group."""
     rng = np.random.default_rng(0)
-    values = rng.normal(size=(300, 4))
+    values = rng.normal(size=(300, 120))  # far more columns than a span's neighbours, as the real features
     values[0] += 40.0  # unlike every other row
-    values[1] += 1.6  # unusual, with its nearest neighbour between min_isolation and min_lone_isolation
-    space = FeatureSpace(values, (slice(0, 2), slice(2, 4)))
+    values[1] *= 2.8  # unusual, its isolation between min_isolation and min_lone_isolation
+    space = FeatureSpace(values, (slice(0, 60), slice(60, 120)))
     xy = rng.normal(size=(300, 2))
     xy[:2] = 0.0  # the map lays both among the terrain views, in one large piece
     config = repo_config()
-    nearest = space.nearest(1)[0][:, 0]
-    lone = nearest / np.median(nearest)
+    _, neighbours = space.nearest(SPAN_NEIGHBOURS)
+    residual = space.residuals(np.arange(300), neighbours)
+    lone = residual / np.median(residual)
     assert lone[0] > config.min_lone_isolation
     assert config.min_isolation < lone[1] < config.min_lone_isolation, lone[1]
 

@@ -18,31 +18,33 @@ rows, each switchable in ``clean.rules``:
     group is found whether it sits close to the terrain or far away, whole or split. Groups holding
     at most ``max_group_fraction`` of the rows are candidates.
     Feature space *confirms* them: t-SNE pulls apart any dense sub-population (real horizon views
-    and rover-hardware shots form islands too), so a candidate is removed only when its rows lie far
-    from every row outside the group in the standardised features (``space``), where two images lie
-    as far apart as the L4 norm of their distances in the feature groups: a picture unlike terrain
-    in one or two groups is not averaged away by the ten where it looks ordinary. Score
-    (``isolation``): the group's median distance to the nearest row outside it, in units of the
-    median nearest-neighbour distance of the data set. A row is removed when that is at least
-    ``min_isolation`` and its own distance to the nearest outside row is at least
-    ``min_member_isolation`` (which spares a terrain row that the map merely placed next to an
-    outlier group). A row needs no group when it lies at least ``min_lone_isolation`` (no less than
-    ``min_isolation``: one row is weaker evidence than a group) from every other row: t-SNE may lay
-    a lone picture among terrain views, whose low isolation then sets its group's median. Rows
-    already caught stop counting as "outside" and isolation is measured again, so two outlier
-    groups side by side do not shield each other.
+    and rover-hardware shots form islands too), so a candidate is removed only when its rows lie off
+    the span of the rows outside the group in the standardised features (``space``). A row's nearest
+    rows are found by the L4 norm of its distances in the feature groups (a picture unlike terrain in
+    one or two groups is not averaged away by the ten where it looks ordinary); its isolation is what
+    a ridge-regularised combination of its 40 nearest outside rows leaves unexplained, in units of the
+    data set's median such residual. A rare terrain view is a blend of other views even where none of
+    them is near; a picture that is not terrain is not. Score (``isolation``): the group's
+    median isolation. A row is removed when that is at least ``min_isolation`` and its own isolation is
+    at least ``min_member_isolation`` (which spares a terrain row that the map merely placed next to an
+    outlier group). Rows that lie ``min_member_isolation`` or more off their own neighbours' span do not
+    span for the others, so outliers of different kinds do not explain each other away. A row needs no
+    group when its isolation reaches ``min_lone_isolation`` (no less than ``min_isolation``: one row is
+    weaker evidence than a group): t-SNE may lay a lone picture among terrain views, whose low isolation
+    then sets its group's median. Rows already caught stop counting as "outside" and isolation is
+    measured again, so two outlier groups side by side do not shield each other.
     Limits: a non-terrain picture whose statistics resemble unusual terrain (a noisy, low-contrast
     scene of flat tones next to hazy, rocky or hardware-filled terrain views, a low-contrast page
     pasted over part of a frame) can stay. ``benchmarks/clean_synthetic.py`` measures it on the
     outlier styles it was developed with and, separately, on styles it never saw (pages, grids,
     portraits, rooms, product shots, whole and pasted over 30-60% of a frame): on generator seeds
-    71-100, measured once, this rule alone finds 88.2% of them at precision 0.989, short of the 95% it
-    aims at (whole grids and portraits are what it misses), so keep ``shared_mask`` on with it: all
-    rules find 97.7% at precision 0.990. ``min_isolation`` is 3.0 for real data: real photographs are
-    found whole and pasted alike (``benchmarks/clean_real_mix.py``: 97-99% of them among 700 AI4Mars
-    terrain rows, at precision 0.98), while at 2.5 such a small real set lost 1.6-2.3 of its 700
-    terrain rows: a rare kind of view (rover hardware, a horizon) has no similar rows left there and
-    lies as far from the rest as an outlier group.
+    71-100 this rule alone finds 91.2% of them at precision 0.975, short of the 95% it aims at (whole
+    grids and portraits are what it misses), so keep ``shared_mask`` on with it: all rules find
+    97.8% at precision 0.977. ``min_isolation`` is 3.0 for real data: real photographs are found
+    whole and pasted alike (``benchmarks/clean_real_mix.py``: 98.7-99.1% of them among 700 AI4Mars
+    terrain rows, at precision 0.987 with all rules), while with the nearest-row distance at 2.5 such a
+    small real set lost 1.6-2.3 of its 700 terrain rows: a rare kind of view (rover hardware, a horizon)
+    has no similar rows left there and lies as far from the rest as an outlier group.
 ``shared_mask``
     Masks repeated byte for byte in more than ``max_mask_repeats`` rows, unless trivial. Trivial
     masks recur naturally: all background, or fewer than ``min_mask_classes`` labelled classes with

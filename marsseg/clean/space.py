@@ -1,4 +1,5 @@
-"""The feature space the ``embedding`` rule measures isolation in, and its distance.
+"""The feature space the ``embedding`` rule measures isolation in: its distance, and a row's residual off
+its neighbours' span.
 
 Two images lie as far apart as the L4 norm of their Euclidean distances in each feature group. A
 picture that is not terrain often differs from every terrain view in one or two groups (a cloud
@@ -14,6 +15,9 @@ image removed). ``GROUP_NORM = 6`` found about as many (0.958 against 0.953 on s
 real terrain's own single-group extremes through: ``benchmarks/clean.py`` removed 5 AI4Mars terrain
 images (7 with the 2 empty masks, over the aim of 5). ``min_isolation`` later went back to 3.0, for
 small real data sets (``benchmarks/clean_real_mix.py``; README, Clean stage).
+
+The distance finds a row's nearest rows; how isolated the row is, is measured by ``residuals``: what
+a combination of those rows leaves unexplained (README, Clean stage, and docs/clean.md for the figures).
 """
 from __future__ import annotations
 
@@ -22,6 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 
 GROUP_NORM = 4
+# A row's span residual (``residuals``) is shrunk towards its distance from the neighbours' centroid by this
+# much: without it, 40 neighbours' span fits part of any row's noise. 1.0 and 3.0 measured alike (3.0 a
+# little better at a small budget of real terrain rows; README, Clean stage).
+SPAN_RIDGE = 3.0
 BLOCK_ENTRIES = 1 << 22  # distances per block of the distance matrix (32 MB each): bounds memory
 
 
@@ -63,6 +71,48 @@ class FeatureSpace:
             neighbours[rows] = np.take_along_axis(part, order, axis=1)
             distances[rows] = np.take_along_axis(part_distances, order, axis=1)
         return distances, neighbours
+
+    def nearest_in(self, rows: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
+        """Indices of each of ``rows``'s k nearest rows among ``pool``, nearest first; a row is not its own
+        neighbour (k shrinks to what ``pool`` holds)."""
+        k = min(k, len(pool) - np.isin(rows, pool).any())
+        result = np.empty((len(rows), max(k, 0)), np.int64)
+        if k <= 0:
+            return result
+        chunk = _rows_per_block(len(pool))
+        for start in range(0, len(rows), chunk):
+            part_rows = rows[start:start + chunk]
+            block = self.distances(part_rows, pool)
+            block[part_rows[:, None] == pool[None, :]] = np.inf
+            part = np.argpartition(block, k - 1, axis=1)[:, :k]
+            order = np.argsort(np.take_along_axis(block, part, axis=1), axis=1, kind="stable")
+            result[start:start + chunk] = pool[np.take_along_axis(part, order, axis=1)]
+        return result
+
+    def residuals(self, rows: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+        """How far each of ``rows`` lies off the affine span of its ``neighbours`` (len(rows), k): the
+        Euclidean length of what a ridge-regularised (``SPAN_RIDGE``) combination of them, around their
+        centroid, leaves unexplained.
+
+        A rare terrain view lies between other terrain views, a blend of them, even where none of them
+        is near; a picture that is not terrain lies off their span. Needs far more columns than
+        neighbours (here about 220 against 40), or every row lies in its neighbours' span."""
+        result = np.empty(len(rows))
+        k = neighbours.shape[1]
+        if k == 0:
+            return np.zeros(len(rows))
+        chunk = max(1, BLOCK_ENTRIES // (k * self.values.shape[1]))
+        for start in range(0, len(rows), chunk):
+            stop = start + chunk
+            around = self.values[neighbours[start:stop]]  # (m, k, d)
+            centre = around.mean(axis=1, keepdims=True)
+            span = around - centre
+            target = self.values[rows[start:stop]] - centre[:, 0]
+            gram = span @ span.transpose(0, 2, 1) + SPAN_RIDGE * np.eye(k)
+            weights = np.linalg.solve(gram, (span @ target[:, :, None]))
+            left = target - (span.transpose(0, 2, 1) @ weights)[:, :, 0]
+            result[start:stop] = np.linalg.norm(left, axis=1)
+        return result
 
     def min_distance(self, rows: np.ndarray, pool: np.ndarray) -> np.ndarray:
         """Distance from each of ``rows`` to its nearest row among ``pool`` (index arrays)."""
