@@ -50,7 +50,9 @@ def embedding_rule(evidence: Evidence, config) -> RuleResult:
 
 def isolation_scores(features: FeatureSpace, xy: np.ndarray, config) -> np.ndarray:
     """Per row, the highest isolation of any small map group it belongs to (0 if none qualifies), or
-    its own isolation where that reaches ``min_lone_isolation``.
+    its own isolation where that reaches ``min_lone_isolation``. A row's isolation is its residual off
+    the span of its ``SPAN_NEIGHBOURS`` nearest counted rows (``FeatureSpace.residuals``), in units of
+    the median row's residual off its own nearest rows' span.
 
     A row far from every other row needs no group: t-SNE may lay a lone picture among terrain views
     it does not resemble (its map group is then mostly terrain, whose median isolation is low), but
