@@ -57,7 +57,9 @@ def isolation(images: np.ndarray, terrain: np.ndarray) -> np.ndarray:
     everyone = np.arange(len(space))
     distinct = distances[:, 0] > 0
     unit = np.median(space.residuals(everyone[distinct], neighbours[distinct]))
-    return space.residuals(everyone, space.nearest_in(everyone, np.flatnonzero(terrain), SPAN_NEIGHBOURS)) / unit
+    if not terrain.all():  # an outlier is measured against terrain rows only
+        neighbours = space.nearest_in(everyone, np.flatnonzero(terrain), SPAN_NEIGHBOURS)
+    return space.residuals(everyone, neighbours) / unit
 
 
 def outlier_isolation(styles, seeds: list[int], rows: list[int], fraction: float, rock_fraction: float):

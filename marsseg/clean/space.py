@@ -28,7 +28,7 @@ import numpy as np
 GROUP_NORM = 4
 # A row's span residual (``residuals``) is shrunk towards its distance from the neighbours' centroid by this
 # much: without it, 40 neighbours' span fits part of any row's noise. 1.0 and 3.0 measured alike (3.0 a
-# little better at a small budget of real terrain rows; README, Clean stage).
+# little better at a small budget of real terrain rows; docs/clean.md, "Each change").
 SPAN_RIDGE = 3.0
 BLOCK_ENTRIES = 1 << 22  # distances per block of the distance matrix (32 MB each): bounds memory
 
@@ -56,38 +56,30 @@ class FeatureSpace:
 
     def nearest(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, k) distances and indices of each row's k nearest other rows, nearest first."""
-        n = len(self)
-        k = min(k, n - 1)
-        everyone = np.arange(n)
-        distances, neighbours = np.empty((n, k)), np.empty((n, k), np.int64)
-        chunk = _rows_per_block(n)
-        for start in range(0, n, chunk):
-            rows = everyone[start:start + chunk]
-            block = self.distances(rows, everyone)
-            block[np.arange(len(rows)), rows] = np.inf  # a row is not its own neighbour
-            part = np.argpartition(block, k - 1, axis=1)[:, :k]
-            part_distances = np.take_along_axis(block, part, axis=1)
-            order = np.argsort(part_distances, axis=1, kind="stable")
-            neighbours[rows] = np.take_along_axis(part, order, axis=1)
-            distances[rows] = np.take_along_axis(part_distances, order, axis=1)
-        return distances, neighbours
+        everyone = np.arange(len(self))
+        return self._nearest_among(everyone, everyone, k)
 
     def nearest_in(self, rows: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
         """Indices of each of ``rows``'s k nearest rows among ``pool``, nearest first; a row is not its own
         neighbour (k shrinks to what ``pool`` holds)."""
-        k = min(k, len(pool) - np.isin(rows, pool).any())
-        result = np.empty((len(rows), max(k, 0)), np.int64)
-        if k <= 0:
-            return result
+        return self._nearest_among(rows, pool, k)[1]
+
+    def _nearest_among(self, rows: np.ndarray, pool: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = max(min(k, len(pool) - int(np.isin(rows, pool).any())), 0)
+        distances, neighbours = np.empty((len(rows), k)), np.empty((len(rows), k), np.int64)
+        if k == 0:
+            return distances, neighbours
         chunk = _rows_per_block(len(pool))
         for start in range(0, len(rows), chunk):
             part_rows = rows[start:start + chunk]
             block = self.distances(part_rows, pool)
-            block[part_rows[:, None] == pool[None, :]] = np.inf
+            block[part_rows[:, None] == pool[None, :]] = np.inf  # a row is not its own neighbour
             part = np.argpartition(block, k - 1, axis=1)[:, :k]
-            order = np.argsort(np.take_along_axis(block, part, axis=1), axis=1, kind="stable")
-            result[start:start + chunk] = pool[np.take_along_axis(part, order, axis=1)]
-        return result
+            part_distances = np.take_along_axis(block, part, axis=1)
+            order = np.argsort(part_distances, axis=1, kind="stable")
+            neighbours[start:start + chunk] = pool[np.take_along_axis(part, order, axis=1)]
+            distances[start:start + chunk] = np.take_along_axis(part_distances, order, axis=1)
+        return distances, neighbours
 
     def residuals(self, rows: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
         """How far each of ``rows`` lies off the affine span of its ``neighbours`` (len(rows), k): the
