@@ -6,7 +6,7 @@
 
 The rule removes a row when it lies at least ``clean.min_isolation`` units off the span of its nearest
 rows (``marsseg.clean.rules``: the residual a combination of its 40 nearest rows leaves; the unit, the
-median residual). This script measures the two sides of that threshold apart, in the same feature space,
+median residual; averaged over the two views of the features). This script measures the two sides of that threshold apart, in the same feature space,
 measure and unit:
 
 - real terrain: each terrain row of the AI4Mars file (its photographs, the rows carrying its most
@@ -39,7 +39,7 @@ from ai4mars import DEFAULT_DATA, load_rows
 from arguments import count_or_zero, counts_or_zero, positive_int, seed_range
 from clean import photographs
 from clean_synthetic import STYLE_SETS, row_counts, style_sets
-from marsseg.clean.features import image_features, standardise
+from marsseg.clean.features import feature_views, image_features, standardise
 from marsseg.clean.rules import SPAN_NEIGHBOURS
 from marsseg.config import load_config
 from marsseg.errors import stage_main
@@ -51,8 +51,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def isolation(images: np.ndarray, terrain: np.ndarray) -> np.ndarray:
     """(n,) each row's residual off the span of its ``SPAN_NEIGHBOURS`` nearest other terrain rows (an
     outlier's: nearest terrain rows), in units of the median residual of a row off its nearest other rows'
-    span (all rows counted, as the rule counts)."""
-    space = standardise(image_features(images))
+    span (all rows counted, as the rule counts), averaged over the rule's views (``features.VIEWS``)."""
+    return np.mean([_isolation_in(view, terrain) for view in feature_views(standardise(image_features(images)))],
+                   axis=0)
+
+
+def _isolation_in(space, terrain: np.ndarray) -> np.ndarray:
     distances, neighbours = space.nearest(SPAN_NEIGHBOURS)
     everyone = np.arange(len(space))
     distinct = distances[:, 0] > 0

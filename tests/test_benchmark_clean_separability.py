@@ -10,6 +10,7 @@ import pytest
 
 import clean_separability
 from clean_separability import isolation
+from marsseg.clean.features import feature_views, image_features, standardise
 from marsseg.synthetic import generate
 
 
@@ -42,8 +43,13 @@ def test_an_outlier_is_measured_to_the_terrain_not_to_its_own_kind():
     as_terrain = isolation(images, np.ones(len(images), bool))
     assert as_terrain[-1] < 0.5  # two identical checkerboards: each explains the other
     assert (distances[-2:] > 3.0).all()  # ... but far from every terrain row's span
-    assert np.median(as_terrain[:-2]) == pytest.approx(1.0)  # the unit: the median residual of distinct rows
     np.testing.assert_array_equal(distances[:-2], as_terrain[:-2])
+    # Per view, the unit is the median residual of distinct rows; the isolation is the views' mean.
+    views = feature_views(standardise(image_features(images)))
+    per_view = [clean_separability._isolation_in(view, np.ones(len(images), bool)) for view in views]
+    assert len(per_view) == 2
+    assert all(np.median(view[:-2]) == pytest.approx(1.0) for view in per_view)  # the checkerboards: duplicates
+    np.testing.assert_allclose(as_terrain, np.mean(per_view, axis=0))
 
 
 def test_the_table_gives_thresholds_falling_and_recall_rising_with_the_budget(tmp_path, monkeypatch, capsys):

@@ -23,8 +23,10 @@ rows, each switchable in ``clean.rules``:
     rows are found by the L4 norm of its distances in the feature groups (a picture unlike terrain in
     one or two groups is not averaged away by the ten where it looks ordinary); its isolation is what
     a ridge-regularised combination of its 40 nearest outside rows leaves unexplained, in units of the
-    data set's median such residual. A rare terrain view is a blend of other views even where none of
-    them is near; a picture that is not terrain is not. Score (``isolation``): the group's
+    data set's median such residual, averaged over two views of the features (every group; and the
+    texture groups alone, the spectrum weighted twice: ``features.VIEWS``), whose rarest terrain rows
+    differ. A rare terrain view is a blend of other views even where none of them is near; a picture
+    that is not terrain is not. Score (``isolation``): the group's
     median isolation. A row is removed when that is at least ``min_isolation`` and its own isolation is
     at least ``min_member_isolation`` (which spares a terrain row that the map merely placed next to an
     outlier group). Rows that lie ``min_member_isolation`` or more off their own neighbours' span do not
@@ -38,11 +40,11 @@ rows, each switchable in ``clean.rules``:
     pasted over part of a frame) can stay. ``benchmarks/clean_synthetic.py`` measures it on the
     outlier styles it was developed with and, separately, on styles it never saw (pages, grids,
     portraits, rooms, product shots, whole and pasted over 30-60% of a frame): on generator seeds
-    71-100 this rule alone finds 91.2% of them at precision 0.975, short of the 95% it aims at (whole
+    131-160 this rule alone finds 93.3% of them at precision 0.972, short of the 95% it aims at (whole
     grids and portraits are what it misses), so keep ``shared_mask`` on with it: all rules find
-    97.8% at precision 0.977. ``min_isolation`` is 3.0 for real data: real photographs are found
-    whole and pasted alike (``benchmarks/clean_real_mix.py``: 98.7-99.1% of them among 700 AI4Mars
-    terrain rows, at precision 0.987 with all rules), while with the nearest-row distance at 2.5 such a
+    98.8% at precision 0.974. ``min_isolation`` is 3.0 for real data: real photographs are found
+    whole and pasted alike (``benchmarks/clean_real_mix.py``: 99.1% of them among 700 AI4Mars
+    terrain rows, at precision 0.987-0.991 with all rules), while with the nearest-row distance at 2.5 such a
     small real set lost 1.6-2.3 of its 700 terrain rows: a rare kind of view (rover hardware, a horizon)
     has no similar rows left there and lies as far from the rest as an outlier group.
 ``shared_mask``

@@ -4,8 +4,9 @@ Whole-frame groups describe the picture as a whole (thumbnail, intensity, histog
 local variance, structure, spectrum) and the ground (its lower half, where every terrain view is
 textured). Partial-frame groups (``marsseg.clean.tiles``) notice a region that is not terrain: the
 straight border of a pasted picture, in grey levels and in texture energy (``edge_lines``), and the
-frame's most atypical tiles (``tile_texture``, ``tile_shapes``). Each group is standardised to the same total weight by
-``standardise`` (the partial-frame groups to a little more).
+frame's most atypical tiles (``tile_texture``, ``tile_shapes``). Each group is standardised to the same
+total weight by ``standardise``; ``feature_views`` weighs the groups in two ways (``VIEWS``), and the rule
+measures isolation in both.
 """
 from __future__ import annotations
 
@@ -30,12 +31,23 @@ PERCENTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 FLAT_GRADIENT_LEVELS = (0.005, 0.01, 0.02, 0.05)  # "flat": smoothed gradient below these x picture std
 STRAIGHT_EDGE_RANK = 3  # the 3rd straightest column / row: one straight horizon or rover edge is terrain too
 TILE_STATISTICS = "tile_statistics"  # per-tile, (n, tiles, k): turned into frame features once all frames are in
-# The groups that see part of a frame weigh more than one whole-frame group each: a pasted picture
-# moves them a lot and the whole-frame groups little. 1.5 found 0.99-1.0 of the tuning styles' outliers
-# (1.0: 0.94-0.99) without more terrain removed from AI4Mars; 2.0 found fewer and removed more.
-# The straight borders (grey level and texture) weigh 2.0: on the extra tuning styles (objects,
-# stripes, clouds, mosaic) that found 93% instead of 91%, and AI4Mars lost one terrain row fewer.
-GROUP_WEIGHTS = {"edge_lines": 2.0, "tile_texture": 1.5, "tile_shapes": 1.5}
+# Two views of the same groups, each a weight per group (default 1, 0 leaves the group out); a row's
+# isolation is its mean over them (``marsseg.clean.rules``). The views' rarest terrain rows differ (on
+# AI4Mars they share 5 of their 16 most isolated terrain rows), so the mean pulls real terrain's tail in,
+# while a picture that is not terrain lies far out in both (docs/clean.md, "Each change").
+PARTIAL_FRAME_WEIGHTS = {"edge_lines": 2.0, "tile_texture": 1.5, "tile_shapes": 1.5}
+VIEWS = {
+    # Every group. The groups that see part of a frame weigh more than one whole-frame group each: a
+    # pasted picture moves them a lot and the whole-frame groups little. 1.5 found 0.99-1.0 of the tuning
+    # styles' outliers (1.0: 0.94-0.99) without more terrain removed from AI4Mars; 2.0 found fewer and
+    # removed more. The straight borders (grey level and texture) weigh 2.0: on the extra tuning styles
+    # (objects, stripes, clouds, mosaic) that found 93% instead of 91%, and AI4Mars lost one terrain row fewer.
+    "whole": PARTIAL_FRAME_WEIGHTS,
+    # Texture and grey-level spread only, the spectrum twice: a coordinate search over the group weights on
+    # the tuning styles, measured on styles it left out, dropped the layout and contrast-normalised groups.
+    "texture": {**PARTIAL_FRAME_WEIGHTS, "spectrum": 2.0, "thumbnail": 0.0, "intensity": 0.0,
+                "structure": 0.0, "ground_structure": 0.0, "ground_flatness": 0.0},
+}
 Z_CLIP = 10.0  # standardised features are clipped: one extreme statistic must not own the geometry
 
 
@@ -172,17 +184,22 @@ def image_features(images: np.ndarray, workers: int = 1) -> dict[str, np.ndarray
 def standardise(groups: Mapping[str, np.ndarray]) -> FeatureSpace:
     """The groups side by side: each column centred on its median, scaled by its spread and clipped;
     each group scaled so that it carries the same total weight whatever its width (the thumbnail's 128
-    columns must not drown the six gradient statistics), times its ``GROUP_WEIGHTS`` entry (default 1)."""
+    columns must not drown the six gradient statistics). ``feature_views`` weighs the groups."""
     columns, spans, start = [], [], 0
     for name, values in groups.items():
         values = _finite(values, name)
         spread = values.std(axis=0)
         spread = np.where(spread > 1e-9, spread, 1.0)  # a constant column stays 0
         z = np.clip((values - np.median(values, axis=0)) / spread, -Z_CLIP, Z_CLIP)
-        columns.append(z * GROUP_WEIGHTS.get(name, 1.0) / np.sqrt(values.shape[1]))
+        columns.append(z / np.sqrt(values.shape[1]))
         spans.append(slice(start, start + values.shape[1]))
         start += values.shape[1]
-    return FeatureSpace(np.hstack(columns), tuple(spans))
+    return FeatureSpace(np.hstack(columns), tuple(spans), tuple(groups))
+
+
+def feature_views(space: FeatureSpace) -> tuple[FeatureSpace, ...]:
+    """``space`` weighted as each of ``VIEWS``: the first (every group) is what the map is drawn from."""
+    return tuple(space.weighted(weights) for weights in VIEWS.values())
 
 
 def _finite(values: np.ndarray, name: str) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from marsseg.clean.embedding import embed, reduce
-from marsseg.clean.features import image_features, standardise
+from marsseg.clean.features import feature_views, image_features, standardise
 from marsseg.clean.report import CleanReport
 from marsseg.clean.rules import RULES, Evidence
 from marsseg.datasets import LabelledSet
@@ -36,12 +36,12 @@ def _find_outliers(data: LabelledSet, config, seed: int) -> CleanReport:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     with _timed(timings, "features"):
-        space = standardise(image_features(data.images, workers=config.n_jobs))
+        views = feature_views(standardise(image_features(data.images, workers=config.n_jobs)))
     with _timed(timings, "pca"):
-        reduced = reduce(space.values, config.pca_components, seed)
+        reduced = reduce(views[0].values, config.pca_components, seed)
     with _timed(timings, "tsne"):
         embedding = embed(reduced, config, seed)
-    evidence = Evidence(data.images, data.masks, embedding, space)
+    evidence = Evidence(data.images, data.masks, embedding, views)
     with _timed(timings, "rules"):
         results = {rule: RULES[rule](evidence, config) for rule in config.rules}
     timings["total"] = time.perf_counter() - start

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -29,7 +29,7 @@ class Evidence:
     images: np.ndarray
     masks: np.ndarray
     embedding: Embedding
-    features: FeatureSpace  # what the embedding rule measures isolation in
+    views: tuple[FeatureSpace, ...]  # what the embedding rule measures isolation in (features.feature_views)
 
 
 @dataclass
@@ -44,15 +44,42 @@ def embedding_rule(evidence: Evidence, config) -> RuleResult:
     n = len(evidence.images)
     if not evidence.embedding.is_map:  # embed() has announced why
         return RuleResult(np.zeros(n, bool), np.zeros(n))
-    scores = isolation_scores(evidence.features, evidence.embedding.xy, config)
+    scores = isolation_scores(evidence.views, evidence.embedding.xy, config)
     return RuleResult(scores >= config.min_isolation, scores)
 
 
-def isolation_scores(features: FeatureSpace, xy: np.ndarray, config) -> np.ndarray:
+@dataclass(frozen=True)
+class _MeasuredView:
+    """One view's nearest rows, and its units: the median residual off the nearest rows' span, and the
+    median distance to the nearest row (rows with an exact duplicate left out: they say nothing of spacing)."""
+    space: FeatureSpace
+    distances: np.ndarray  # (n, FEATURE_NEIGHBOURS), nearest first
+    neighbours: np.ndarray
+    own: np.ndarray  # each row's residual off its own nearest rows' span, in residual units
+    residual_unit: float
+    distance_unit: float
+
+    @property
+    def span(self) -> int:
+        return min(SPAN_NEIGHBOURS, self.neighbours.shape[1])
+
+    @classmethod
+    def of(cls, space: FeatureSpace) -> _MeasuredView:
+        distances, neighbours = space.nearest(FEATURE_NEIGHBOURS)
+        own = space.residuals(np.arange(len(space)), neighbours[:, :SPAN_NEIGHBOURS])
+        distinct = distances[:, 0] > 0
+        residual_unit = float(np.median(own[distinct])) if distinct.any() else 0.0
+        distance_unit = float(np.median(distances[distinct, 0])) if distinct.any() else 0.0
+        return cls(space, distances, neighbours, own / residual_unit if residual_unit > 0 else own,
+                   residual_unit, distance_unit)
+
+
+def isolation_scores(views: Sequence[FeatureSpace], xy: np.ndarray, config) -> np.ndarray:
     """Per row, the highest isolation of any small map group it belongs to (0 if none qualifies), or
     its own isolation where that reaches ``min_lone_isolation``. A row's isolation is its residual off
     the span of its ``SPAN_NEIGHBOURS`` nearest counted rows (``FeatureSpace.residuals``), in units of
-    the median row's residual off its own nearest rows' span.
+    the median row's residual off its own nearest rows' span, averaged over the ``views`` (the same
+    features weighted in different ways: ``features.VIEWS``).
 
     A row far from every other row needs no group: t-SNE may lay a lone picture among terrain views
     it does not resemble (its map group is then mostly terrain, whose median isolation is low), but
@@ -63,20 +90,19 @@ def isolation_scores(features: FeatureSpace, xy: np.ndarray, config) -> np.ndarr
     (two kinds of non-terrain pictures), so after each pass the rows already caught no longer count
     as "outside", until the caught set stops changing (at most ``ISOLATION_PASSES`` passes).
     """
-    n = len(features)
+    n = len(xy)
     map_unit = _typical_spacing(xy, MAP_NEIGHBOURS)
-    distances, neighbours = features.nearest(FEATURE_NEIGHBOURS)
-    span = min(SPAN_NEIGHBOURS, neighbours.shape[1])
-    own = features.residuals(np.arange(n), neighbours[:, :span])
-    distinct = distances[:, 0] > 0  # an exact duplicate says nothing of the spacing
-    feature_unit = float(np.median(own[distinct])) if distinct.any() else 0.0
-    distance_unit = float(np.median(distances[distinct, 0])) if distinct.any() else 0.0
-    if map_unit <= 0 or feature_unit <= 0:
+    measured = [_MeasuredView.of(space) for space in views]
+    if map_unit <= 0 or any(view.residual_unit <= 0 for view in measured):
         announce("the embedding rule is skipped: most rows are exact duplicates of each other")
         return np.zeros(n)
+
+    def mean_over_views(measure: Callable[[_MeasuredView], np.ndarray]) -> np.ndarray:
+        return np.mean([measure(view) for view in measured], axis=0)
+
     # A row as far off its own neighbours' span as a group member must be does not span for the others:
     # outliers of other kinds would otherwise explain an outlier away.
-    unusual = own / feature_unit >= config.min_member_isolation
+    unusual = mean_over_views(lambda view: view.own) >= config.min_member_isolation
     groupings = _map_groups(xy, map_unit, config)
     alone, everyone = np.arange(n), np.ones(n, bool)  # each row a group of its own
 
@@ -84,15 +110,18 @@ def isolation_scores(features: FeatureSpace, xy: np.ndarray, config) -> np.ndarr
     for _ in range(ISOLATION_PASSES):
         scores = np.zeros(n)
         for labels, candidate in groupings:
-            outside = _isolation_outside(features, labels, candidate, caught | unusual, neighbours, span) / feature_unit
+            outside = mean_over_views(lambda view: _isolation_outside(
+                view, labels, candidate, caught | unusual) / view.residual_unit)
             group = _group_medians(labels, outside)[labels]
             # A member lies off the outside rows' span and away from the nearest of them: a terrain row
             # the map put at the edge of an outlier group has a terrain row close by, however thin the
             # span left to it outside the group.
-            nearest = _distance_outside(features, labels, candidate, caught, distances, neighbours) / distance_unit
+            nearest = mean_over_views(lambda view: _distance_outside(
+                view, labels, candidate, caught) / view.distance_unit)
             member_ok = candidate & (np.minimum(outside, nearest) >= config.min_member_isolation)
             scores = np.maximum(scores, np.where(member_ok, group, 0.0))
-        lone = _isolation_outside(features, alone, everyone, caught | unusual, neighbours, span) / feature_unit
+        lone = mean_over_views(lambda view: _isolation_outside(
+            view, alone, everyone, caught | unusual) / view.residual_unit)
         scores = np.maximum(scores, np.where(lone >= config.min_lone_isolation, lone, 0.0))
         now_caught = scores >= config.min_isolation
         if np.array_equal(now_caught, caught):
@@ -130,9 +159,10 @@ def _map_edges(xy: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray, np.
     return rows, neighbours[:, 1:].ravel(), distances[:, 1:].ravel()
 
 
-def _isolation_outside(features: FeatureSpace, labels, candidate, caught, neighbours, span: int) -> np.ndarray:
+def _isolation_outside(view: _MeasuredView, labels, candidate, caught) -> np.ndarray:
     """Each candidate row's residual off the span of its ``span`` nearest rows outside its group that are
     not already caught (other rows: 0)."""
+    features, neighbours, span = view.space, view.neighbours, view.span
     n = len(features)
     counted = (labels[neighbours] != labels[:, None]) & ~caught[neighbours]
     first = np.argsort(~counted, axis=1, kind="stable")[:, :span]  # counted neighbours, nearest first
@@ -154,9 +184,10 @@ def _isolation_outside(features: FeatureSpace, labels, candidate, caught, neighb
     return outside
 
 
-def _distance_outside(features: FeatureSpace, labels, candidate, caught, distances, neighbours) -> np.ndarray:
+def _distance_outside(view: _MeasuredView, labels, candidate, caught) -> np.ndarray:
     """Each candidate row's feature distance to the nearest row outside its group that is not
     already caught (other rows: 0)."""
+    features, distances, neighbours = view.space, view.distances, view.neighbours
     n = len(features)
     counted = (labels[neighbours] != labels[:, None]) & ~caught[neighbours]
     outside = distances[np.arange(n), np.argmax(counted, axis=1)]

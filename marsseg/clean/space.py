@@ -22,6 +22,7 @@ a combination of those rows leaves unexplained (README, Clean stage, and docs/cl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
@@ -37,9 +38,26 @@ BLOCK_ENTRIES = 1 << 22  # distances per block of the distance matrix (32 MB eac
 class FeatureSpace:
     values: np.ndarray  # (n, d) standardised features, the columns of every group side by side
     groups: tuple[slice, ...]  # the columns of each feature group
+    names: tuple[str, ...] = ()  # each group's name, where known
 
     def __len__(self) -> int:
         return len(self.values)
+
+    def weighted(self, weights: Mapping[str, float]) -> FeatureSpace:
+        """The same rows with each named group's columns times its weight (default 1); weight 0 drops it."""
+        unknown = set(weights) - set(self.names)
+        if unknown:
+            raise ValueError(f"weights name groups this space lacks: {sorted(unknown)}")
+        columns, groups, names, start = [], [], [], 0
+        for name, span in zip(self.names, self.groups):
+            weight = weights.get(name, 1.0)
+            if weight == 0:
+                continue
+            columns.append(self.values[:, span] * weight)
+            groups.append(slice(start, start + span.stop - span.start))
+            names.append(name)
+            start = groups[-1].stop
+        return FeatureSpace(np.hstack(columns), tuple(groups), tuple(names))
 
     def distances(self, rows: np.ndarray, others: np.ndarray) -> np.ndarray:
         """(len(rows), len(others)) distances between the rows of ``values`` given by the two index arrays."""
