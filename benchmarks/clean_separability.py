@@ -6,8 +6,8 @@
 
 The rule removes a row when it lies at least ``clean.min_isolation`` units off the span of its nearest
 rows (``marsseg.clean.rules``: the residual a combination of its 40 nearest rows leaves; the unit, the
-median residual; averaged over the two views of the features). This script measures the two sides of that threshold apart, in the same feature space,
-measure and unit:
+median residual; averaged over the two views of the features). This script measures the two sides of
+that threshold apart, in the same feature space, measure and unit:
 
 - real terrain: each terrain row of the AI4Mars file (its photographs, the rows carrying its most
   repeated mask, left out) and its isolation from the other terrain rows: what the rule sees of a rare

@@ -133,7 +133,8 @@ def tiles(n: int, seed: int = 0) -> np.ndarray:
 
 def evidence(images: np.ndarray, masks: np.ndarray) -> Evidence:
     n = len(images)
-    return Evidence(images, masks, Embedding(np.zeros((n, 2)), "none"), (FeatureSpace(np.zeros((n, 1)), (slice(0, 1),)),))
+    no_features = FeatureSpace(np.zeros((n, 1)), (slice(0, 1),))
+    return Evidence(images, masks, Embedding(np.zeros((n, 2)), "none"), (no_features,))
 
 
 def test_shared_mask_rule_spares_masks_that_recur_naturally():
@@ -380,19 +381,20 @@ def test_isolation_is_averaged_over_the_views():
     rng = np.random.default_rng(0)
     values = rng.normal(size=(300, 120))
     values[0] += 40.0  # unlike every other row
-    far, ordinary = FeatureSpace(values, (slice(0, 60), slice(60, 120))), FeatureSpace(
-        rng.normal(size=(300, 120)), (slice(0, 60), slice(60, 120)))
+    groups = (slice(0, 60), slice(60, 120))
+    far, ordinary = FeatureSpace(values, groups), FeatureSpace(rng.normal(size=(300, 120)), groups)
     xy = rng.normal(size=(300, 2))
     config = repo_config()
     alone = isolation_scores((far,), xy, config)
     np.testing.assert_allclose(isolation_scores((far, far), xy, config), alone)
     assert alone[0] >= 2 * config.min_lone_isolation
-    _, neighbours = ordinary.nearest(SPAN_NEIGHBOURS)
-    residual = ordinary.residuals(np.arange(300), neighbours)
-    _, far_neighbours = far.nearest(SPAN_NEIGHBOURS)
-    lone_in_far = far.residuals(np.array([0]), far_neighbours[:1])[0] / np.median(far.residuals(np.arange(300), far_neighbours))
+
+    def own_isolation(space: FeatureSpace) -> np.ndarray:
+        residual = space.residuals(np.arange(300), space.nearest(SPAN_NEIGHBOURS)[1])
+        return residual / np.median(residual)
+
     both = isolation_scores((far, ordinary), xy, config)
-    assert both[0] == pytest.approx((lone_in_far + residual[0] / np.median(residual)) / 2)
+    assert both[0] == pytest.approx((own_isolation(far)[0] + own_isolation(ordinary)[0]) / 2)
 
 
 def test_a_row_far_from_every_other_row_is_removed_without_a_group():
