@@ -1,7 +1,7 @@
 """Per-image statistics in named groups: what the ``embedding`` rule lays out and measures.
 
 Whole-frame groups describe the picture as a whole (thumbnail, intensity, histogram, gradient energy,
-local variance, structure, spectrum) and the ground (its lower half, where every terrain view is
+local variance, structure, spectrum, scattering moments) and the ground (its lower half, where every terrain view is
 textured). Partial-frame groups (``marsseg.clean.tiles``) notice a region that is not terrain: the
 straight border of a pasted picture, in grey levels and in texture energy (``edge_lines``), and the
 frame's most atypical tiles (``tile_texture``, ``tile_shapes``). Each group is standardised to the same
@@ -19,6 +19,7 @@ from scipy import ndimage as ndi
 
 from marsseg import IMAGE_SHAPE
 from marsseg.clean.fallback import announce
+from marsseg.clean.scattering import scattering_moments
 from marsseg.clean.space import FeatureSpace
 from marsseg.clean.tiles import atypical_tiles, edge_lines, texture_lines, tile_statistics
 
@@ -45,7 +46,9 @@ VIEWS = {
     "whole": PARTIAL_FRAME_WEIGHTS,
     # Texture and grey-level spread only, the spectrum twice: a coordinate search over the group weights on
     # the tuning styles, measured on styles it left out, dropped the layout and contrast-normalised groups.
-    "texture": {**PARTIAL_FRAME_WEIGHTS, "spectrum": 2.0, "thumbnail": 0.0, "intensity": 0.0,
+    # The scattering moments, added later, weigh 2 here as the spectrum does (1 in the first view): 1-3
+    # here and 0-2 there found as many tuning outliers; 2 and 1 are the weights the groups already had.
+    "texture": {**PARTIAL_FRAME_WEIGHTS, "spectrum": 2.0, "scattering": 2.0, "thumbnail": 0.0, "intensity": 0.0,
                 "structure": 0.0, "ground_structure": 0.0, "ground_flatness": 0.0},
 }
 Z_CLIP = 10.0  # standardised features are clipped: one extreme statistic must not own the geometry
@@ -162,6 +165,7 @@ def _chunk_features(images: np.ndarray, workers: int) -> dict[str, np.ndarray]:
         # upper half may be smooth sky that looks as flat as a painted wall.
         "ground_structure": _structure(images[:, STRUCTURE_ROWS:, :]),
         "spectrum": np.log(bands + 1e-6),
+        "scattering": scattering_moments(images, workers),
         # The ground only: flat sky in a terrain view must not look like a painted wall.
         "ground_flatness": _flatness(images[:, STRUCTURE_ROWS:, :]),
         # Where a picture fills part of the frame: the straight border of a pasted region, as a step
