@@ -49,11 +49,14 @@ def _moments(images: np.ndarray, workers: int) -> np.ndarray:
         for orientation in range(ORIENTATIONS):
             size = np.abs(scipy.fft.ifft2(spectrum * _filter(fine, orientation, 1), workers=workers))
             first[:, fine, orientation] = size.mean(axis=(1, 2))
+            if fine == SCALES - 1:  # no coarser scale to filter the coarsest response at
+                continue
             size_spectrum = scipy.fft.fft2(size, workers=workers)
             for coarse in range(fine + 1, SCALES):
                 step = _decimation(coarse)
+                low = _crop(size_spectrum, step)
                 for coarse_orientation in range(ORIENTATIONS):
-                    band = _crop(size_spectrum, step) * _filter(coarse, coarse_orientation, step)
+                    band = low * _filter(coarse, coarse_orientation, step)
                     # The band fits a grid `step` times coarser: the same mean response, fewer points.
                     response = np.abs(scipy.fft.ifft2(band, workers=workers)).mean(axis=(1, 2)) / step**2
                     second[:, fine, coarse, (coarse_orientation - orientation) % ORIENTATIONS] += response
