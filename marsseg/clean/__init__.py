@@ -22,7 +22,7 @@ rows, each switchable in ``clean.rules``:
     and rover-hardware shots form islands too), so a candidate is removed only when its rows lie off
     the span of the rows outside the group in the standardised features (``space``). A row's nearest
     rows are found by the L4 norm of its distances in the feature groups (a picture unlike terrain in
-    one or two groups is not averaged away by the ten where it looks ordinary); its isolation is what
+    one or two groups is not averaged away by the others, where it looks ordinary); its isolation is what
     a ridge-regularised combination of its 40 nearest outside rows leaves unexplained, in units of the
     data set's median such residual, averaged over two views of the features (every group; and the
     texture groups alone, the spectrum and scattering moments weighted twice: ``features.VIEWS``), whose rarest terrain rows

@@ -1,8 +1,8 @@
 """Per-image statistics in named groups: what the ``embedding`` rule lays out and measures.
 
 Whole-frame groups describe the picture as a whole (thumbnail, intensity, histogram, gradient energy,
-local variance, structure, spectrum, scattering moments) and the ground (its lower half, where every terrain view is
-textured). Partial-frame groups (``marsseg.clean.tiles``) notice a region that is not terrain: the
+local variance, structure, spectrum, scattering moments) and the ground (its lower half, where every
+terrain view is textured). Partial-frame groups (``marsseg.clean.tiles``) notice a region that is not terrain: the
 straight border of a pasted picture, in grey levels and in texture energy (``edge_lines``), and the
 frame's most atypical tiles (``tile_texture``, ``tile_shapes``). Each group is standardised to the same
 total weight by ``standardise``; ``feature_views`` weighs the groups in two ways (``VIEWS``), and the rule

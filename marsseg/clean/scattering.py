@@ -27,14 +27,16 @@ HIGHEST_FREQUENCY = 0.35  # cycles per pixel, the finest scale's centre
 BANDWIDTH = 0.4  # each filter's Gaussian width, as a share of its centre frequency
 CONTRAST_FLOOR = 1.0  # grey levels: a flat frame is not blown up to unit contrast
 CHUNK = 256  # frames per batch: bounds memory, does not change the result
+MOMENTS = SCALES * ORIENTATIONS + SCALES * (SCALES - 1) // 2 * ORIENTATIONS  # first order, then per pair of scales
 
 
 def scattering_moments(images: np.ndarray, workers: int = 1) -> np.ndarray:
-    """(n, h, w) uint8 frames -> (n, 40) log scattering moments: 16 first-order (scale x orientation) and,
-    for each pair of scales, the second-order moments per relative orientation divided by the finer
-    scale's first-order mean (so that they say how the detail is arranged, not how much there is)."""
-    return np.concatenate([_moments(images[start:start + CHUNK], workers)
-                           for start in range(0, len(images), CHUNK)]) if len(images) else np.zeros((0, 40))
+    """(n, h, w) uint8 frames -> (n, ``MOMENTS``) log scattering moments: the first-order ones (scale x
+    orientation) and, for each pair of scales, the second-order ones per relative orientation divided by
+    the finer scale's first-order mean (so that they say how the detail is arranged, not how much there is)."""
+    if not len(images):
+        return np.zeros((0, MOMENTS))
+    return np.concatenate([_moments(images[start:start + CHUNK], workers) for start in range(0, len(images), CHUNK)])
 
 
 def _moments(images: np.ndarray, workers: int) -> np.ndarray:
