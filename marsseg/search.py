@@ -61,6 +61,9 @@ STUDY_TAG, TRIAL_TAG = "search.study", "search.trial"
 ERROR_ATTR = "search.error"
 HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 300
 LOCK_RETRIES = 20
+# DVC queues a ``--temp`` run in the workspace stash before it starts it; each entry's message ends in its name.
+RUN_STASH = "refs/exps/stash"
+STASHED_NAME = re.compile(r"dvc-exp:[0-9a-f]+:[0-9a-f]+:([^:]*)")
 SPACE_SECTIONS = ("fixed", "params")
 
 
@@ -242,6 +245,36 @@ def experiment_ref(name: str) -> str | None:
     head = git("rev-parse", "HEAD")
     on_head = [ref for ref in refs if ref.startswith(f"refs/exps/{head[:2]}/{head[2:]}/")]
     return (on_head or refs or [None])[0]
+
+
+def stashed_runs() -> list[str]:
+    """Names of the experiments DVC has queued for ``dvc exp run --temp`` and not started yet."""
+    lines = git("reflog", "show", "--format=%gs", RUN_STASH).splitlines()
+    return [match.group(1) for line in lines if (match := STASHED_NAME.search(line))]
+
+
+def drop_stashed_runs(names) -> None:
+    """Unqueue the experiments ``names`` if DVC queued them but was stopped before it started them: every
+    ``dvc exp run --temp`` runs the whole queue, so the next trial's run would also run them, under their
+    old names, as extra experiments."""
+    names = set(names).intersection(stashed_runs())
+    if not names:
+        return
+    from dvc.repo import Repo
+    from dvc.repo.experiments.utils import get_exp_rwlock
+
+    for attempt in range(LOCK_RETRIES):
+        try:
+            with Repo() as repo:
+                stash = repo.experiments.tempdir_queue.stash
+                with get_exp_rwlock(repo, writes=[stash.ref]):
+                    stash.remove_revs([entry for entry in stash.stash_revs.values() if entry.name in names])
+            return
+        except Exception as exc:  # noqa: BLE001 - DVC's LockError while another DVC process edits the queue
+            error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            time.sleep(0.5 + random.random() * min(5, 2 ** attempt))
+    print(f"search: could not unqueue {', '.join(sorted(names))} ({error}); the next trial's DVC run will "
+          "run it too", flush=True)
 
 
 def experiment_metric(name: str) -> tuple[float, str]:
@@ -427,6 +460,8 @@ class Search:
         with self.lock, storage_lock(self.storage_url):
             optuna.storages.fail_stale_trials(self.study)
             trials = self.study.get_trials(deepcopy=False)
+            # A worker killed outright can leave its trial's run queued in DVC (an interrupt unqueues its own).
+            drop_stashed_runs(f"{self.study_name}-t{t.number}" for t in trials if t.state.is_finished())
             if sum(map(counts_toward_budget, trials)) >= self.budget:
                 return None
             study = optuna.load_study(study_name=self.study_name, storage=self.storage,
@@ -537,6 +572,7 @@ class Search:
             if self.stop.is_set():
                 if experiment_ref(name) is not None:  # DVC had stored the finished experiment when the stop came
                     return output
+                drop_stashed_runs([name])
                 raise Interrupted()
             if not lock_contention(output):
                 raise UserError(error_line(output))

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import optuna
@@ -97,6 +98,74 @@ def test_a_failing_trial_is_recorded_with_its_error_line_and_uses_the_budget(tmp
     assert [t.state for t in trials] == [TrialState.FAIL] * 3
     assert all(t.user_attrs[search.ERROR_ATTR].startswith("error: params.yaml: model.depth") for t in trials)
     assert search.report(finder) == 1
+
+
+def queue_run(name: str, value: int) -> None:
+    """Queue a ``--temp`` experiment the way ``dvc exp run --temp`` does before it starts it."""
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        repo.experiments.queue_one(repo.experiments.tempdir_queue, name=name, params={"params.yaml": [f"a={value}"]})
+
+
+@pytest.fixture()
+def dvc_repo(tmp_path, monkeypatch) -> Path:
+    """An empty git + DVC repository with a one-stage pipeline, as the working directory (no run needed)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("a: 1\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: python -c 'print(1)'\n    params: [a]\n")
+    run(tmp_path, "git", "init", "-q")
+    run(tmp_path, "dvc", "init", "-q")
+    commit_all(tmp_path, "pipeline")
+    return tmp_path
+
+
+def test_unqueueing_a_stopped_run_leaves_the_other_queued_runs(dvc_repo):
+    queue_run("s-t1", 2)
+    queue_run("s-t2", 3)
+    assert sorted(search.stashed_runs()) == ["s-t1", "s-t2"]
+    search.drop_stashed_runs(["s-t1", "s-t9"])
+    assert search.stashed_runs() == ["s-t2"]
+
+
+def test_a_trial_stopped_after_dvc_queued_its_run_is_unqueued_and_retried(dvc_repo, monkeypatch, base_params):
+    """Ctrl-C between DVC queueing a ``--temp`` run and starting it left the run queued, and the next trial's
+    ``dvc exp run --temp`` ran it too: an extra experiment under the stopped trial's name."""
+    space_file = dvc_repo / "space.yaml"
+    space_file.write_text(yaml.safe_dump(TINY_SPACE))
+    finder = search.Search(search.load_space(space_file, base_params), base_params, "stopped", STORAGE, trials=2, jobs=1)
+
+    class StoppedAfterQueueing:
+        """``dvc exp run`` stopped by the Ctrl-C once it has queued its run."""
+        def __init__(self, command, **kwargs):
+            queue_run(command[command.index("-n") + 1], 2)
+            finder.stop.set()
+            self.pid = os.getpid()
+
+        def wait(self):
+            return 255
+
+    stopping = types.ModuleType("subprocess")
+    stopping.__dict__.update(vars(subprocess), Popen=StoppedAfterQueueing)  # search's own Popen only
+    monkeypatch.setattr(search, "subprocess", stopping)
+    finder.run_trial(finder.claim())
+    queue_run("stopped-t9", 3)  # another worker's run, queued since
+    trials = optuna.load_study(study_name="stopped", storage=STORAGE).get_trials()
+    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["search.interrupted"]
+    assert trials[1].state == TrialState.WAITING and trials[1].user_attrs["search.retry_of"] == 0
+    assert search.stashed_runs() == ["stopped-t9"]
+
+
+def test_a_killed_workers_queued_run_is_unqueued_when_the_next_trial_is_claimed(dvc_repo, base_params):
+    space_file = dvc_repo / "space.yaml"
+    space_file.write_text(yaml.safe_dump(TINY_SPACE))
+    finder = search.Search(search.load_space(space_file, base_params), base_params, "killed", STORAGE, trials=3, jobs=1)
+    dead = finder.claim()
+    finder.finish(dead.number, TrialState.FAIL)  # as fail_stale_trials records a worker that stopped beating
+    queue_run(f"killed-t{dead.number}", 2)
+    queue_run("killed-t7", 3)  # a trial another process is starting
+    assert finder.claim() is not None
+    assert search.stashed_runs() == ["killed-t7"]
 
 
 # ---------------------------------------------------------------- end to end, DVC for real
@@ -222,20 +291,22 @@ def test_a_stopped_search_resumes_to_its_budget_of_three_dvc_experiments_and_wri
 @pytest_slow
 def test_two_search_processes_share_one_study_and_its_budget(pipeline_baseline, tmp_path):
     root = search_project(pipeline_baseline, tmp_path / "repo")
-    processes = [start_search(root, "--trials", "3", "--jobs", "1", "--study", "shared") for _ in range(2)]
+    # A budget of 2: unshared, each process would run 2 trials; shared, each runs one (a trial takes far
+    # longer than a process takes to start and claim).
+    processes = [start_search(root, "--trials", "2", "--jobs", "1", "--study", "shared") for _ in range(2)]
     outputs = [p.communicate(timeout=900)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
 
     trials = counted_trials(root, "shared")
-    assert sorted(t.number for t in trials) == [0, 1, 2]
+    assert sorted(t.number for t in trials) == [0, 1]
     assert all(t.state == TrialState.COMPLETE for t in trials)
-    # Each trial ran exactly once, in one process or the other, and both processes ran some.
+    # Each trial ran exactly once, in one process or the other, and both processes ran one.
     started = [line for out in outputs for line in out.splitlines() if line.startswith("search: trial") and "(shared-t" in line]
-    assert sorted(started) == sorted(set(started)) and len(started) == 3
+    assert sorted(started) == sorted(set(started)) and len(started) == 2
     assert all(any("(shared-t" in line for line in out.splitlines()) for out in outputs)
-    assert experiment_names(root) == ["shared-t0", "shared-t1", "shared-t2"]
-    # Seeded per position in the study: the processes did not propose the same configurations.
-    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 3
+    assert experiment_names(root) == ["shared-t0", "shared-t1"]
+    # Seeded per position in the study: the processes did not propose the same configuration.
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 2
 
 
 @pytest_slow
