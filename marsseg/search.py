@@ -460,7 +460,7 @@ class Search:
         with self.lock, storage_lock(self.storage_url):
             optuna.storages.fail_stale_trials(self.study)
             trials = self.study.get_trials(deepcopy=False)
-            # A worker killed outright can leave its trial's run queued in DVC (an interrupt unqueues its own).
+            # A worker killed outright can leave its trial's run queued in DVC (a stopped run unqueues its own).
             drop_stashed_runs(f"{self.study_name}-t{t.number}" for t in trials if t.state.is_finished())
             if sum(map(counts_toward_budget, trials)) >= self.budget:
                 return None
@@ -569,10 +569,11 @@ class Search:
             output = log_path.read_text(errors="replace")
             if returncode == 0:
                 return output
+            if self.stop.is_set() and experiment_ref(name) is not None:  # stored before the stop came
+                return output
+            # Stopped, or refused the lock, after DVC queued the run but before it started it (or neither).
+            drop_stashed_runs([name])
             if self.stop.is_set():
-                if experiment_ref(name) is not None:  # DVC had stored the finished experiment when the stop came
-                    return output
-                drop_stashed_runs([name])
                 raise Interrupted()
             if not lock_contention(output):
                 raise UserError(error_line(output))

@@ -128,38 +128,68 @@ def test_unqueueing_a_stopped_run_leaves_the_other_queued_runs(dvc_repo):
     assert search.stashed_runs() == ["s-t2"]
 
 
-def test_a_trial_stopped_after_dvc_queued_its_run_is_unqueued_and_retried(dvc_repo, monkeypatch, base_params):
-    """Ctrl-C between DVC queueing a ``--temp`` run and starting it left the run queued, and the next trial's
-    ``dvc exp run --temp`` ran it too: an extra experiment under the stopped trial's name."""
-    space_file = dvc_repo / "space.yaml"
+def search_in(repo: Path, base_params: dict, study: str, trials: int = 2) -> search.Search:
+    space_file = repo / "space.yaml"
     space_file.write_text(yaml.safe_dump(TINY_SPACE))
-    finder = search.Search(search.load_space(space_file, base_params), base_params, "stopped", STORAGE, trials=2, jobs=1)
+    return search.Search(search.load_space(space_file, base_params), base_params, study, STORAGE, trials=trials, jobs=1)
 
-    class StoppedAfterQueueing:
-        """``dvc exp run`` stopped by the Ctrl-C once it has queued its run."""
-        def __init__(self, command, **kwargs):
-            queue_run(command[command.index("-n") + 1], 2)
-            finder.stop.set()
+
+def fake_dvc_runs(monkeypatch, dvc_run) -> None:
+    """The search's ``dvc exp run -n NAME`` becomes ``dvc_run(NAME, log)``, which returns its exit code."""
+    class FakeDvc:
+        def __init__(self, command, stdout, **kwargs):
+            self.returncode = dvc_run(command[command.index("-n") + 1], stdout)
+            stdout.flush()
             self.pid = os.getpid()
 
         def wait(self):
-            return 255
+            return self.returncode
 
-    stopping = types.ModuleType("subprocess")
-    stopping.__dict__.update(vars(subprocess), Popen=StoppedAfterQueueing)  # search's own Popen only
-    monkeypatch.setattr(search, "subprocess", stopping)
+    faked = types.ModuleType("subprocess")
+    faked.__dict__.update(vars(subprocess), Popen=FakeDvc)  # the search's own Popen only
+    monkeypatch.setattr(search, "subprocess", faked)
+
+
+def test_a_trial_stopped_after_dvc_queued_its_run_is_unqueued_and_retried(dvc_repo, monkeypatch, base_params):
+    """Ctrl-C between DVC queueing a ``--temp`` run and starting it left the run queued, and the next trial's
+    ``dvc exp run --temp`` ran it too: an extra experiment under the stopped trial's name."""
+    finder = search_in(dvc_repo, base_params, "stopped")
+
+    def stopped_after_queueing(name, log):
+        queue_run("stopped-t9", 3)  # another worker's run, queued just before
+        queue_run(name, 2)
+        finder.stop.set()  # the Ctrl-C
+        return 255
+
+    fake_dvc_runs(monkeypatch, stopped_after_queueing)
     finder.run_trial(finder.claim())
-    queue_run("stopped-t9", 3)  # another worker's run, queued since
     trials = optuna.load_study(study_name="stopped", storage=STORAGE).get_trials()
     assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["search.interrupted"]
     assert trials[1].state == TrialState.WAITING and trials[1].user_attrs["search.retry_of"] == 0
     assert search.stashed_runs() == ["stopped-t9"]
 
 
+def test_a_run_refused_the_lock_after_dvc_queued_it_is_unqueued_before_it_is_retried(dvc_repo, monkeypatch, base_params):
+    finder = search_in(dvc_repo, base_params, "busy")
+    queued_when_started = []
+
+    def refused_then_failing(name, log):
+        queued_when_started.append(search.stashed_runs())
+        if len(queued_when_started) == 1:
+            queue_run(name, 2)
+            log.write("ERROR: '.dvc/tmp/exps' is busy, it is being blocked by another DVC process\n")
+        else:
+            log.write("error: params.yaml: model.depth is 2; allowed: 3, 4, 5\n")
+        return 255
+
+    fake_dvc_runs(monkeypatch, refused_then_failing)
+    with pytest.raises(UserError, match="model.depth is 2"):
+        finder.dvc_exp_run(0, "busy-t0", {})
+    assert queued_when_started == [[], []]  # the retry did not find the refused run still queued
+
+
 def test_a_killed_workers_queued_run_is_unqueued_when_the_next_trial_is_claimed(dvc_repo, base_params):
-    space_file = dvc_repo / "space.yaml"
-    space_file.write_text(yaml.safe_dump(TINY_SPACE))
-    finder = search.Search(search.load_space(space_file, base_params), base_params, "killed", STORAGE, trials=3, jobs=1)
+    finder = search_in(dvc_repo, base_params, "killed", trials=3)
     dead = finder.claim()
     finder.finish(dead.number, TrialState.FAIL)  # as fail_stale_trials records a worker that stopped beating
     queue_run(f"killed-t{dead.number}", 2)
