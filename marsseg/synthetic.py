@@ -106,7 +106,7 @@ def generate(
         train_masks[outlier_rows] = _outlier_mask(np.random.default_rng([seed, OUTLIER_MASK_STREAM]))
     elif n_outliers:
         rng = np.random.default_rng([seed, OUTLIER_STREAM])
-        images, whole, drawn = _styled_outliers(styles, train_images[outlier_rows], rng)
+        images, whole, drawn = styled_outliers(styles, train_images[outlier_rows], rng)
         train_images[outlier_rows] = images
         train_masks[outlier_rows[whole]] = _background_and_one_class(np.random.default_rng([seed, OUTLIER_MASK_STREAM]))
     return SyntheticData(train_images, train_masks, test_images, test_masks, outlier_rows, drawn)
@@ -868,7 +868,7 @@ HELD_OUT_STYLES = ("page", "grid", "portrait", "room", "product",
                    "paste_page", "paste_grid", "paste_portrait", "paste_room", "paste_product")
 
 
-def _styled_outliers(styles: tuple[str, ...], terrain: np.ndarray, rng: np.random.Generator):
+def styled_outliers(styles: tuple[str, ...], terrain: np.ndarray, rng: np.random.Generator):
     """Outlier pictures of the given styles, each equally likely; pasted ones over their row's terrain.
 
     Returns the (n, H, W) uint8 pictures, which of them are whole-frame (not pasted), and each one's style."""
