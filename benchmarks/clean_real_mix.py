@@ -107,7 +107,7 @@ def photograph_source(pictures: list[np.ndarray], names: list[str]) -> Source:
 def generated_source(styles: tuple[str, ...]) -> Source:
     """The synthetic generator's pictures of ``styles``: its whole-frame styles where a whole frame is
     asked for, its pasted ones over the terrain frame otherwise."""
-    kinds = {False: tuple(s for s in styles if not s.startswith(PASTE)), True: tuple(s for s in styles if s.startswith(PASTE))}
+    kinds = {pasted: tuple(style for style in styles if style.startswith(PASTE) == pasted) for pasted in (False, True)}
 
     def draw(rng: np.random.Generator, frames: np.ndarray, pasted: np.ndarray) -> tuple[np.ndarray, list[str]]:
         outliers, drawn = np.empty_like(frames), np.empty(len(frames), object)
@@ -132,15 +132,6 @@ def mixed_set(rng: np.random.Generator, data: LabelledSet, terrain: np.ndarray, 
     return LabelledSet(images, masks, np.arange(len(rows))), truth, pasted, styles
 
 
-def print_row(label: str, tally: np.ndarray, kinds: np.ndarray, sets: int) -> None:
-    """``tally``: (2, 3) counts, every rule and embedding alone; ``kinds``: [found, injected] of whole
-    and pasted outliers (every rule); ``sets``: how many sets the counts add up."""
-    every, alone = precision_recall(tally[0]), precision_recall(tally[1])
-    terrain_removed = (tally[0, 1] - tally[0, 0]) / sets
-    print(f"{label} | {every[0]:>11.3f}{every[1]:>7.3f}{terrain_removed:>12.2f} | {alone[0]:>16.3f}{alone[1]:>7.3f}"
-          f" | {kinds[0, 0] / kinds[0, 1]:>7.3f}{kinds[1, 0] / kinds[1, 1]:>9.3f}")
-
-
 def packaged_source(_file_photographs: np.ndarray) -> Source:
     pictures = packaged_pictures()
     return photograph_source(list(pictures.values()), list(pictures))
@@ -159,6 +150,15 @@ SOURCES: dict[str, Callable[[np.ndarray], Source]] = {
     "tuning": lambda _file_photographs: generated_source(TUNING_STYLES),
 }
 SOURCE_NAMES = tuple(SOURCES)
+
+
+def print_row(label: str, tally: np.ndarray, kinds: np.ndarray, sets: int) -> None:
+    """``tally``: (2, 3) counts, every rule and embedding alone; ``kinds``: [found, injected] of whole
+    and pasted outliers (every rule); ``sets``: how many sets the counts add up."""
+    every, alone = precision_recall(tally[0]), precision_recall(tally[1])
+    terrain_removed = (tally[0, 1] - tally[0, 0]) / sets
+    print(f"{label} | {every[0]:>11.3f}{every[1]:>7.3f}{terrain_removed:>12.2f} | {alone[0]:>16.3f}{alone[1]:>7.3f}"
+          f" | {kinds[0, 0] / kinds[0, 1]:>7.3f}{kinds[1, 0] / kinds[1, 1]:>9.3f}")
 
 
 def source_names(text: str) -> list[str]:
