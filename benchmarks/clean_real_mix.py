@@ -11,7 +11,7 @@ picture pasted over 30-60% of a terrain frame (``marsseg.synthetic.paste``). Dra
 terrain rows for every source. The pictures come from a source:
 
 ``packaged``
-    photographs that ship with the installed packages, styles that are not in the file and that
+    pictures that ship with the installed packages, styles that are not in the file and that
     no rule was developed on: matplotlib's portrait, gift box, MRI slice and logo, scikit-learn's
     temple and flower; each outlier a random crop (30-100% of the picture's size, mirrored half
     the time);
