@@ -65,6 +65,10 @@ def main() -> int:
         print(f"{step:<10}{report.timings[step]:>9.2f}")
     print(f"{'wall':<10}{wall:>9.2f}")
     metrics = report.metrics()
+    if report.references:
+        print(f"test images measured beside the training rows (clean.test_references): {report.references}"
+              + (f", of which the embedding rule would flag {metrics['test_references_flagged']}"
+                 if "test_references_flagged" in metrics else ""))
     print("removed: " + ", ".join(f"{rule} {metrics[f'removed_{rule}']}" for rule in config.rules)
           + f", total {metrics['removed_total']} of {metrics['rows_in']}")
     photo = photographs(data.masks)

@@ -1,7 +1,7 @@
 """Benchmark: the clean stage on real terrain mixed with outliers of styles it never saw.
 
     .venv/bin/python benchmarks/clean_real_mix.py [--draws 8] [--terrain 700] [--outliers 28]
-                                                  [--sources packaged,ai4mars,held-out,tuning]
+                                                  [--sources packaged,ai4mars,held-out,tuning] [--test-rows 0]
                                                   [--data ../shared/data/ai4mars64x128.npz]
 
 The case the clean stage's issue describes, on real terrain: each draw takes ``--terrain`` random
@@ -24,6 +24,10 @@ terrain rows for every source. The pictures come from a source:
     real terrain instead of synthetic terrain;
 ``tuning``
     the generator's styles the rules were developed on (``TUNING_STYLES``), among real terrain.
+
+``--test-rows N`` gives each set N more terrain rows of the file, none of the set's, as its test images:
+the clean stage measures the training rows among them (``clean.test_references``). The course data has
+3.8 test images per training row; 0 (the default) measures the training rows alone.
 
 Every outlier keeps a real terrain mask (a whole frame: a random terrain row's; a pasted one: its
 frame's), so ``shared_mask`` has nothing to find: the figures are what the pictures give away. All
@@ -54,6 +58,7 @@ from marsseg.datasets import LabelledSet
 from marsseg.synthetic import HELD_OUT_STYLES, PASTE, TUNING_STYLES, paste, styled_outliers
 
 ROOT = Path(__file__).resolve().parents[1]
+TEST_STREAM = 1  # draw k's test rows: random stream (seed, k, TEST_STREAM), apart from its set's
 CROP_SCALE = (0.3, 1.0)  # a crop's side, as a fraction of the largest crop of the frame's shape
 # (rng, the terrain frames the outliers replace (k, H, W) uint8, which of them are pasted over (k,) bool)
 #   -> the outliers (k, H, W) uint8 and each one's style
@@ -121,7 +126,8 @@ def generated_source(styles: tuple[str, ...]) -> Source:
 
 def mixed_set(rng: np.random.Generator, data: LabelledSet, terrain: np.ndarray, source: Source,
               n_terrain: int, n_outliers: int) -> tuple[LabelledSet, np.ndarray, np.ndarray, list[str]]:
-    """Terrain rows, then outliers (first half whole, second half pasted); (set, truth, pasted, styles)."""
+    """Terrain rows, then outliers (first half whole, second half pasted); (set, truth, pasted, styles).
+    The set's index holds the file rows its frames come from."""
     rows = rng.choice(terrain, n_terrain + n_outliers, replace=False)
     images, masks = data.images[rows].copy(), data.masks[rows].copy()
     pasted = np.zeros(len(rows), bool)
@@ -129,7 +135,16 @@ def mixed_set(rng: np.random.Generator, data: LabelledSet, terrain: np.ndarray, 
     images[n_terrain:], styles = source(rng, images[n_terrain:], pasted[n_terrain:])
     truth = np.zeros(len(rows), bool)
     truth[n_terrain:] = True
-    return LabelledSet(images, masks, np.arange(len(rows))), truth, pasted, styles
+    return LabelledSet(images, masks, rows), truth, pasted, styles
+
+
+def with_test_images(rng: np.random.Generator, mixed: LabelledSet, data: LabelledSet, terrain: np.ndarray,
+                     n_test: int) -> LabelledSet:
+    """``mixed`` (whose index holds its file rows) with ``n_test`` other terrain rows as its test images."""
+    if n_test == 0:
+        return mixed
+    others = rng.choice(np.setdiff1d(terrain, mixed.index), n_test, replace=False)
+    return LabelledSet(mixed.images, mixed.masks, mixed.index, data.images[np.sort(others)])
 
 
 def packaged_source(_file_photographs: np.ndarray) -> Source:
@@ -178,6 +193,7 @@ def main() -> int:
     parser.add_argument("--outliers", type=int, default=28, help="outlier rows per set (half pasted)")
     parser.add_argument("--sources", type=source_names, default=list(SOURCE_NAMES),
                         help=f"comma-separated, any of {', '.join(SOURCE_NAMES)}")
+    parser.add_argument("--test-rows", type=int, default=0, help="terrain rows given to each set as its test images")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args()
     data = load_rows(args.data, 0)
@@ -185,9 +201,11 @@ def main() -> int:
         return 0
     photo = photographs(data.masks)
     terrain = np.flatnonzero(~photo)
-    if args.draws < 1 or args.terrain < 1 or args.outliers < 2 or args.terrain + args.outliers > len(terrain):
-        print(f"error: --draws and --terrain must be at least 1, --outliers at least 2, and --terrain + --outliers "
-              f"at most {len(terrain)} (the file's terrain rows)", file=sys.stderr)
+    if (args.draws < 1 or args.terrain < 1 or args.outliers < 2 or args.test_rows < 0
+            or args.terrain + args.outliers + args.test_rows > len(terrain)):
+        print(f"error: --draws and --terrain must be at least 1, --outliers at least 2, --test-rows at least 0, "
+              f"and --terrain + --outliers + --test-rows at most {len(terrain)} (the file's terrain rows)",
+              file=sys.stderr)
         return 2
     cfg = load_config(ROOT / "params.yaml")
 
@@ -199,6 +217,8 @@ def main() -> int:
         for draw in range(args.draws):
             rng = np.random.default_rng([cfg.seed, draw])
             mixed, truth, pasted, styles = mixed_set(rng, data, terrain, source, args.terrain, args.outliers)
+            mixed = with_test_images(np.random.default_rng([cfg.seed, draw, TEST_STREAM]), mixed, data, terrain,
+                                     args.test_rows)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CleanWarning)
                 report = find_outliers(mixed, cfg.clean, cfg.seed + draw)

@@ -1,6 +1,7 @@
 """Benchmark: how well the clean stage's rules find the injected outliers of synthetic data sets.
 
     .venv/bin/python benchmarks/clean_synthetic.py [--sets default,tuning,held-out] [--seeds 1-4] [--rows 500]
+                                                   [--test-rows 0]
 
 Three sets of outlier styles (``marsseg.synthetic``):
 
@@ -20,7 +21,9 @@ only its picture can give it away). Prints precision and recall of the removed r
 injected ones per data set and, per set, pooled over its data sets (all removed and injected rows
 counted together) and the worst data set, then per outlier style the share of its injected rows
 removed (recall), pooled over the set's data sets: which kinds of picture slip through. The default
-set's first row is the pipeline's own data set (top-level ``seed``, ``n_train`` rows).
+set's first row is the pipeline's own data set (top-level ``seed``, ``n_train`` rows). ``--test-rows N``
+draws N test images of generated terrain with each data set, which the clean stage measures the training
+rows among (``clean.test_references``); 0, the default, measures them alone.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ from marsseg.datasets import LabelledSet
 from marsseg.errors import stage_main
 from marsseg.synthetic import HELD_OUT_STYLES, MAX_IMAGES, TUNING_STYLES, generate
 
-from arguments import positive_ints, seed_range
+from arguments import count_or_zero, positive_ints, seed_range
 
 ROOT = Path(__file__).resolve().parents[1]
 STYLE_SETS = {"default": None, "tuning": TUNING_STYLES, "held-out": HELD_OUT_STYLES}
@@ -63,6 +66,13 @@ def row_counts(text: str) -> list[int]:
     return rows
 
 
+def count_of_test_rows(text: str) -> int:
+    count = count_or_zero(text)
+    if count > MAX_IMAGES:
+        raise argparse.ArgumentTypeError(f"{count} rows is more than the generator draws ({MAX_IMAGES})")
+    return count
+
+
 def counts(removed: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """hits, removed, injected"""
     return np.array([int((removed & truth).sum()), int(removed.sum()), int(truth.sum())])
@@ -82,18 +92,20 @@ def disguise(masks: np.ndarray, truth: np.ndarray, seed: int) -> np.ndarray:
 
 
 def evaluate(config, seed: int, rows: int, fraction: float, rock_fraction: float, styles,
-             found_by_style: dict[str, np.ndarray]) -> np.ndarray:
+             found_by_style: dict[str, np.ndarray], test_rows: int = 0) -> np.ndarray:
     """(2, 3) counts: every rule, embedding alone. Adds [removed by every rule, by embedding alone,
     injected] per outlier style to ``found_by_style``."""
-    data = generate(n_train=rows, n_test=1, outlier_fraction=fraction, seed=seed,
+    data = generate(n_train=rows, n_test=max(test_rows, 1), outlier_fraction=fraction, seed=seed,
                     rock_image_fraction=rock_fraction, outlier_styles=styles)
     truth = np.zeros(rows, bool)
     truth[data.outlier_rows] = True
     index = np.arange(rows)
+    test_images = data.test_images if test_rows else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CleanWarning)
-        every = find_outliers(LabelledSet(data.train_images, data.train_masks, index), config, seed)
-        alone = find_outliers(LabelledSet(data.train_images, disguise(data.train_masks, truth, seed), index),
+        every = find_outliers(LabelledSet(data.train_images, data.train_masks, index, test_images), config, seed)
+        alone = find_outliers(LabelledSet(data.train_images, disguise(data.train_masks, truth, seed), index,
+                                          test_images),
                               config.model_copy(update={"rules": ["embedding"]}), seed)
     for row, style in zip(data.outlier_rows, data.outlier_styles):
         found_by_style[style] += [every.removed[row], alone.removed[row], 1]
@@ -106,6 +118,8 @@ def main() -> int:
     parser.add_argument("--sets", type=style_sets, default=list(STYLE_SETS), help=f"any of {', '.join(STYLE_SETS)}")
     parser.add_argument("--seeds", type=seed_range, default=seed_range("1-4"), help="generator seeds, e.g. 1-4")
     parser.add_argument("--rows", type=row_counts, default=[500], help="training rows per data set, comma-separated")
+    parser.add_argument("--test-rows", type=count_of_test_rows, default=0,
+                        help="test images drawn with each data set, measured beside its training rows")
     args = parser.parse_args()
     cfg = load_config(ROOT / "params.yaml")
     synthetic = cfg.data.synthetic
@@ -119,7 +133,8 @@ def main() -> int:
             cases.insert(0, (cfg.seed, synthetic.n_train))
         tallies, found_by_style = [], defaultdict(lambda: np.zeros(3, int))
         for seed, rows in cases:
-            tally = evaluate(cfg.clean, seed, rows, fraction, rock_fraction, STYLE_SETS[name], found_by_style)
+            tally = evaluate(cfg.clean, seed, rows, fraction, rock_fraction, STYLE_SETS[name], found_by_style,
+                             args.test_rows)
             tallies.append(tally)
             scores = [*precision_recall(tally[0]), *precision_recall(tally[1])]
             print(f"{name:<9}{seed:>5}{rows:>6}{tally[0, 2]:>9} | {scores[0]:>11.3f}{scores[1]:>7.3f} | "

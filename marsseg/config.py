@@ -93,6 +93,7 @@ class CleanConfig(Group):
     tsne_iterations: Annotated[int, Field(ge=250, le=10_000)]
     n_jobs: Annotated[int, Field(ge=1, le=256)]  # threads; does not change the result
     min_embedding_rows: Annotated[int, Field(ge=4, le=10_000)]
+    test_references: Annotated[int, Field(ge=0, le=1_000_000)]  # test images measured beside the training rows
     group_scales: Annotated[list[Annotated[float, Field(ge=0.01, le=100)]], Field(min_length=1)]
     max_group_fraction: Annotated[float, Field(ge=0, le=0.5)]
     min_isolation: Annotated[float, Field(ge=0, le=1000)]

@@ -100,7 +100,8 @@ def _map_title(report: CleanReport) -> str:
         how = "first two principal components (too few rows for t-SNE)"
     else:
         how = "no map (all images have identical features)"
-    return f"{n} training images, {how}: {removed} removed"
+    among = f" among {report.references} test images" if report.references else ""
+    return f"{n} training images{among}, {how}: {removed} removed"
 
 
 def plot_removed(path: str | Path, images: np.ndarray, report: CleanReport, limit: int = GALLERY_LIMIT) -> None:

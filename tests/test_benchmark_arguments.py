@@ -82,6 +82,14 @@ def test_clean_synthetic_checks_every_row_count_against_the_generators_limit_bef
         row_counts("500,0")
 
 
+def test_clean_synthetic_checks_the_test_row_count_against_the_generators_limit():
+    from clean_synthetic import count_of_test_rows
+    from marsseg.synthetic import MAX_IMAGES
+    assert count_of_test_rows("0") == 0 and count_of_test_rows(str(MAX_IMAGES)) == MAX_IMAGES
+    with pytest.raises(argparse.ArgumentTypeError, match=f"{MAX_IMAGES + 1} rows is more than the generator draws"):
+        count_of_test_rows(str(MAX_IMAGES + 1))
+
+
 def test_trust_refuses_one_fold_which_would_silently_skip_cross_validation():
     from trust import fold_count
 

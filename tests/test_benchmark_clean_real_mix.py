@@ -71,3 +71,25 @@ def test_the_benchmark_scores_every_source_asked_for_and_each_style(tmp_path, mo
     assert {style for style, _ in styles} <= set(HELD_OUT_STYLES)
     assert sum(int(count) for _, count in styles) == 8
     assert "packaged" not in out and "tuning" not in out
+
+
+def test_test_rows_are_other_terrain_rows_of_the_file():
+    data = generate(n_train=40, n_test=1, outlier_fraction=0.0, seed=6)
+    labelled = clean_real_mix.LabelledSet(data.train_images, data.train_masks, np.arange(40))
+    terrain = np.arange(40)
+    mixed = labelled.subset(np.arange(10, 25))
+    with_tests = clean_real_mix.with_test_images(np.random.default_rng(0), mixed, labelled, terrain, 20)
+    assert with_tests.test_images.shape == (20, *data.train_images.shape[1:])
+    drawn = [int(np.flatnonzero((data.train_images == image).all(axis=(1, 2)))[0]) for image in with_tests.test_images]
+    assert len(set(drawn)) == 20 and not set(drawn) & set(range(10, 25))
+    assert clean_real_mix.with_test_images(np.random.default_rng(0), mixed, labelled, terrain, 0) is mixed
+
+
+def test_more_rows_than_the_file_holds_is_one_line_of_error(tmp_path, monkeypatch, capsys):
+    data = generate(n_train=50, n_test=2, outlier_fraction=0.0, seed=5)
+    path = tmp_path / "course.npz"
+    np.savez(path, training_set=np.stack([data.train_images, data.train_masks], axis=1), test_set=data.test_images)
+    monkeypatch.setattr(sys, "argv", ["clean_real_mix.py", "--terrain", "30", "--outliers", "8", "--test-rows", "20",
+                                      "--data", str(path)])
+    assert clean_real_mix.main() == 2
+    assert "--test-rows at most" in capsys.readouterr().err

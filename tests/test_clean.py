@@ -26,7 +26,7 @@ from marsseg.clean import scattering
 from marsseg.clean.rules import SPAN_NEIGHBOURS, Evidence, degenerate_rule, isolation_scores, shared_mask_rule
 from marsseg.clean.space import SPAN_RIDGE, FeatureSpace
 from marsseg.config import CleanConfig, read_params, validate_group
-from marsseg.synthetic import HELD_OUT_STYLES, TUNING_STYLES, generate
+from marsseg.synthetic import HELD_OUT_STYLES, TUNING_STYLES, generate, styled_outliers
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_NPZ = Path(__file__).resolve().parents[2] / "shared" / "data" / "ai4mars64x128.npz"
@@ -493,7 +493,7 @@ def labelled(images: np.ndarray, masks: np.ndarray | None = None) -> LabelledSet
     n = len(images)
     if masks is None:
         masks = np.random.default_rng(2).integers(1, 4, (n, *IMAGE_SHAPE)).astype(np.uint8)
-    return LabelledSet(images, masks, np.arange(n, dtype=np.int64), np.zeros((1, *IMAGE_SHAPE), np.uint8))
+    return LabelledSet(images, masks, np.arange(n, dtype=np.int64))
 
 
 def test_too_few_rows_for_the_perplexity_lowers_it_with_a_warning():
@@ -626,3 +626,50 @@ def test_real_contaminants_are_removed_and_little_terrain_is():
     assert (by_content & shared).sum() >= 0.8 * shared.sum(), "the pictures alone should give most away"
     assert (by_content & ~shared).sum() <= 0.005 * len(data), "terrain removed by the embedding rule"
     assert 0.03 <= report.removed.mean() <= 0.07
+
+
+# --- test images as terrain references ------------------------------------------------------------
+
+def terrain_with(style: str, n_terrain: int, n_styled: int, seed: int) -> np.ndarray:
+    """Generated terrain views, the last ``n_styled`` of them replaced by whole pictures of ``style``."""
+    terrain = generate(n_train=1, n_test=n_terrain, outlier_fraction=0.0, seed=seed).test_images
+    styled, _, _ = styled_outliers((style,), terrain[-n_styled:], np.random.default_rng(seed))
+    return np.concatenate([terrain[:-n_styled], styled])
+
+
+def test_test_images_join_the_map_as_references_and_are_never_removed(synthetic):
+    data, truth = synthetic
+    test_images = generate(n_train=1, n_test=300, outlier_fraction=0.0, seed=SYNTHETIC_SEED + 1).test_images
+    with_tests = LabelledSet(data.images, data.masks, data.index, test_images)
+    report = find_outliers(with_tests, repo_config(test_references=200), seed=SEED)
+    assert report.references == 200 and report.metrics()["test_references"] == 200
+    assert len(report.embedding.xy) == len(data) + 200
+    assert len(report.removed) == len(report.map_table()) == len(data)
+    assert report.results["embedding"].flagged[truth].mean() >= 0.95
+    # The sample is seeded, and the cleaned set keeps every test image.
+    assert np.array_equal(clean_find.reference_images(test_images, 200, SEED),
+                          clean_find.reference_images(test_images, 200, SEED))
+    assert remove_outliers(with_tests, report).test_images is test_images
+    assert clean_find.reference_images(test_images, 0, SEED).shape == (0, *IMAGE_SHAPE)
+
+
+def test_a_kind_of_view_the_test_images_hold_plenty_of_is_terrain():
+    train = terrain_with("stripes", 300, 3, seed=3)
+    n = len(train)
+    data = labelled(train)
+    alone = find_outliers(data, repo_config(rules=("embedding",)), seed=SEED)
+    assert alone.removed[-3:].all(), "three striped pictures among 300 terrain views stand out"
+    many = LabelledSet(data.images, data.masks, data.index, terrain_with("stripes", 300, 150, seed=4))
+    among = find_outliers(many, repo_config(rules=("embedding",)), seed=SEED)
+    assert not among.removed[-3:].any(), "a quarter of the rows being their kind, they are not"
+    assert among.removed[:n - 3].sum() <= alone.removed[:n - 3].sum()
+
+
+def test_outliers_the_test_images_share_are_still_found():
+    train = terrain_with("checkerboard", 300, 8, seed=5)
+    data = labelled(train)
+    shared = LabelledSet(data.images, data.masks, data.index, terrain_with("checkerboard", 200, 8, seed=6))
+    report = find_outliers(shared, repo_config(rules=("embedding",)), seed=SEED)
+    assert report.removed[-8:].all(), "a group spanning both sets is measured from the rows outside it"
+    assert report.metrics()["test_references_flagged"] >= 6
+    assert report.removed[:-8].sum() <= 2

@@ -36,6 +36,11 @@ rows, each switchable in ``clean.rules``:
     weaker evidence than a group): t-SNE may lay a lone picture among terrain views, whose low isolation
     then sets its group's median. Rows already caught stop counting as "outside" and isolation is
     measured again, so two outlier groups side by side do not shield each other.
+    The test images (at most ``test_references`` of them, a seeded sample) are measured beside the
+    training rows as terrain of the same kind: they join the features' scaling, the map and the spans,
+    and are never removed. A rare real view (a horizon, rover hardware) has more of its kind among them;
+    a picture that is not terrain has none, or forms one group with its like in both sets and is
+    found as one (``find.reference_images``).
     Limits: a non-terrain picture whose statistics resemble unusual terrain (a noisy, low-contrast
     scene of flat tones next to hazy, rocky or hardware-filled terrain views, a low-contrast page
     pasted over part of a frame) can stay. ``benchmarks/clean_synthetic.py`` measures it on the

@@ -8,12 +8,15 @@ from typing import Iterator
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from marsseg import IMAGE_SHAPE
 from marsseg.clean.embedding import embed, reduce
 from marsseg.clean.features import feature_views, image_features, standardise
 from marsseg.clean.report import CleanReport
 from marsseg.clean.rules import RULES, Evidence
 from marsseg.datasets import LabelledSet
 from marsseg.errors import UserError
+
+REFERENCE_STREAM = 1  # the random stream that samples test references (seed, stream)
 
 
 @contextmanager
@@ -35,8 +38,10 @@ def find_outliers(data: LabelledSet, config, seed: int) -> CleanReport:
 def _find_outliers(data: LabelledSet, config, seed: int) -> CleanReport:
     timings: dict[str, float] = {}
     start = time.perf_counter()
+    references = reference_images(data.test_images, config.test_references, seed)
     with _timed(timings, "features"):
-        views = feature_views(standardise(image_features(data.images, workers=config.n_jobs)))
+        pictures = np.concatenate([data.images, references]) if len(references) else data.images
+        views = feature_views(standardise(image_features(pictures, workers=config.n_jobs)))
     with _timed(timings, "pca"):
         reduced = reduce(views[0].values, config.pca_components, seed)
     with _timed(timings, "tsne"):
@@ -45,7 +50,20 @@ def _find_outliers(data: LabelledSet, config, seed: int) -> CleanReport:
     with _timed(timings, "rules"):
         results = {rule: RULES[rule](evidence, config) for rule in config.rules}
     timings["total"] = time.perf_counter() - start
-    return CleanReport(data.index.copy(), results, embedding, timings)
+    return CleanReport(data.index.copy(), results, embedding, timings, references=len(references))
+
+
+def reference_images(test_images: np.ndarray | None, limit: int, seed: int) -> np.ndarray:
+    """The test images the ``embedding`` rule measures the training rows among: all of them, or a seeded
+    sample of ``limit`` (in file order). They are terrain of the same kind, unlabelled and never removed;
+    a rare real view (a horizon, rover hardware) has more of its kind among them, while a picture that
+    is not terrain has none, or forms a group with its like in both sets and is found as one."""
+    if test_images is None or limit == 0:
+        return np.empty((0, *IMAGE_SHAPE), np.uint8)
+    if len(test_images) <= limit:
+        return test_images
+    rows = np.random.default_rng([seed, REFERENCE_STREAM]).choice(len(test_images), limit, replace=False)
+    return test_images[np.sort(rows)]
 
 
 def remove_outliers(data: LabelledSet, report: CleanReport) -> LabelledSet:

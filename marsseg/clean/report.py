@@ -15,8 +15,9 @@ from marsseg.clean.rules import RuleResult
 class CleanReport:
     index: np.ndarray  # (n,) ingested row of each input row
     results: dict[str, RuleResult]  # per enabled rule, in clean.rules order
-    embedding: Embedding
+    embedding: Embedding  # the training rows, then the test references
     timings: dict[str, float] = field(default_factory=dict)
+    references: int = 0  # test images measured beside the training rows (find.reference_images)
 
     @property
     def removed(self) -> np.ndarray:
@@ -42,14 +43,18 @@ class CleanReport:
     def map_table(self) -> pd.DataFrame:
         """``x,y,outlier,rule`` for every input row: ``rule`` joins the catching rules with '+', or 'kept'."""
         labels = ["+".join(self.rules_of(row)) or "kept" for row in range(len(self.index))]
-        return pd.DataFrame({"x": self.embedding.xy[:, 0].round(4), "y": self.embedding.xy[:, 1].round(4),
+        xy = self.embedding.xy[:len(self.index)]
+        return pd.DataFrame({"x": xy[:, 0].round(4), "y": xy[:, 1].round(4),
                              "outlier": self.removed.astype(int), "rule": labels})
 
     def metrics(self) -> dict[str, float | int]:
         removed = int(self.removed.sum())
         metrics: dict[str, float | int] = {"rows_in": len(self.index)}
         metrics.update({f"removed_{rule}": int(r.flagged.sum()) for rule, r in self.results.items()})
-        metrics.update({"removed_total": removed, "rows_out": len(self.index) - removed})
+        metrics.update({"removed_total": removed, "rows_out": len(self.index) - removed,
+                        "test_references": self.references})
+        if "embedding" in self.results:
+            metrics["test_references_flagged"] = self.results["embedding"].references_flagged
         if self.embedding.perplexity is not None:
             metrics["perplexity_used"] = round(self.embedding.perplexity, 3)
         metrics.update({f"seconds_{step}": round(seconds, 3) for step, seconds in self.timings.items()})

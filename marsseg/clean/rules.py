@@ -28,6 +28,8 @@ class Evidence:
     """Everything a rule may look at."""
     images: np.ndarray
     masks: np.ndarray
+    # The map and the views hold the training rows, then any test images measured beside them as terrain
+    # references (find.reference_images); the rules judge the training rows only.
     embedding: Embedding
     views: tuple[FeatureSpace, ...]  # what the embedding rule measures isolation in (features.feature_views)
 
@@ -36,6 +38,7 @@ class Evidence:
 class RuleResult:
     flagged: np.ndarray  # (n,) bool
     scores: np.ndarray  # (n,) float; meaningful where flagged
+    references_flagged: int = 0  # test references the rule would have flagged, were they training rows
 
 
 def embedding_rule(evidence: Evidence, config) -> RuleResult:
@@ -45,7 +48,8 @@ def embedding_rule(evidence: Evidence, config) -> RuleResult:
     if not evidence.embedding.is_map:  # embed() has announced why
         return RuleResult(np.zeros(n, bool), np.zeros(n))
     scores = isolation_scores(evidence.views, evidence.embedding.xy, config)
-    return RuleResult(scores >= config.min_isolation, scores)
+    flagged = scores >= config.min_isolation
+    return RuleResult(flagged[:n], scores[:n], int(flagged[n:].sum()))
 
 
 @dataclass(frozen=True)
