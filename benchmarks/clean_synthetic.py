@@ -59,15 +59,14 @@ def style_sets(text: str) -> list[str]:
 def row_counts(text: str) -> list[int]:
     """Comma-separated training rows per data set, each within what the generator draws, all checked before
     the first data set (a count over the limit used to fail only after the first sets had run)."""
-    rows = positive_ints(text)
-    too_many = [count for count in rows if count > MAX_IMAGES]
-    if too_many:
-        raise argparse.ArgumentTypeError(f"{too_many[0]} rows is more than the generator draws ({MAX_IMAGES})")
-    return rows
+    return [_within_generator(count) for count in positive_ints(text)]
 
 
 def count_of_test_rows(text: str) -> int:
-    count = count_or_zero(text)
+    return _within_generator(count_or_zero(text))
+
+
+def _within_generator(count: int) -> int:
     if count > MAX_IMAGES:
         raise argparse.ArgumentTypeError(f"{count} rows is more than the generator draws ({MAX_IMAGES})")
     return count

@@ -11,6 +11,7 @@ import pytest
 
 import clean_real_mix
 from clean_real_mix import generated_source, photograph_source, source_names
+from marsseg.datasets import LabelledSet
 from marsseg.synthetic import HELD_OUT_STYLES, PASTE, PASTE_AREA, generate
 
 
@@ -75,7 +76,7 @@ def test_the_benchmark_scores_every_source_asked_for_and_each_style(tmp_path, mo
 
 def test_test_rows_are_other_terrain_rows_of_the_file():
     data = generate(n_train=40, n_test=1, outlier_fraction=0.0, seed=6)
-    labelled = clean_real_mix.LabelledSet(data.train_images, data.train_masks, np.arange(40))
+    labelled = LabelledSet(data.train_images, data.train_masks, np.arange(40))
     terrain = np.arange(40)
     mixed = labelled.subset(np.arange(10, 25))
     with_tests = clean_real_mix.with_test_images(np.random.default_rng(0), mixed, labelled, terrain, 20)
